@@ -1,0 +1,87 @@
+"""Topology admin: Spark hosts, the single cluster-settings row, and services (file-owned fields read-only)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+
+from cluster.models import ClusterSettings, Service, SparkHost
+from cluster.selectors import service_is_disabled
+from cluster.services import cluster_settings_get
+from sparkcontrol.audit import audit_record
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every save and delete of topology is written to the audit trail."""
+
+    audit_prefix = "topology"
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        super().save_model(request, obj, form, change)
+        fields = sorted(form.changed_data) if form is not None else []
+        audit_record(
+            actor=request.user.get_username(),
+            action=f"{self.audit_prefix}.{'change' if change else 'create'}",
+            target=str(obj),
+            detail={"fields": fields},
+        )
+
+    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+        audit_record(actor=request.user.get_username(), action=f"{self.audit_prefix}.delete", target=str(obj))
+        super().delete_model(request, obj)
+
+
+@admin.register(SparkHost)
+class SparkHostAdmin(AuditedAdmin):
+    audit_prefix = "spark"
+    list_display = ["name", "role", "address", "ssh_port", "ssh_user", "key_pinned", "enabled"]
+    list_filter = ["role", "enabled"]
+    search_fields = ["name", "address"]
+
+    @admin.display(boolean=True, description="host key pinned")
+    def key_pinned(self, obj: SparkHost) -> bool:
+        return bool(obj.host_key)
+
+
+@admin.register(ClusterSettings)
+class ClusterSettingsAdmin(AuditedAdmin):
+    audit_prefix = "settings"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ClusterSettings | None = None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        row = cluster_settings_get()
+        return HttpResponseRedirect(reverse("admin:cluster_clustersettings_change", args=[row.pk]))
+
+
+@admin.register(Service)
+class ServiceAdmin(AuditedAdmin):
+    audit_prefix = "service"
+    list_display = ["key", "name", "kind", "node", "port", "read_only", "shown", "max_in_flight", "source"]
+    list_filter = ["kind", "enabled", "source"]
+    search_fields = ["key", "name"]
+    readonly_fields = [
+        "key",
+        "name",
+        "kind",
+        "node",
+        "url",
+        "port",
+        "health_path",
+        "expected_status",
+        "models_served",
+        "read_only",
+        "source",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # services come from the shipped file and services-overrides.yaml
+
+    @admin.display(boolean=True, description="shown")
+    def shown(self, obj: Service) -> bool:
+        return not service_is_disabled(service=obj)

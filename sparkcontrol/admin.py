@@ -1,0 +1,76 @@
+"""Admin for API tokens (shown once on creation) and the read-only audit trail."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from sparkcontrol.audit import audit_record
+from sparkcontrol.models import APIToken, AuditEntry
+from sparkcontrol.tokens import apitoken_create
+
+
+class APITokenForm(forms.ModelForm):
+    class Meta:
+        model = APIToken
+        fields = ["name", "scope"]
+
+
+@admin.register(APIToken)
+class APITokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked"]
+    list_filter = ["scope", "revoked"]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+
+    def get_form(self, request: HttpRequest, obj: APIToken | None = None, **kwargs):  # type: ignore[override]
+        if obj is None:
+            kwargs["form"] = APITokenForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: APIToken | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["name", "prefix", "created_by", "created_at", "last_used_at"]
+
+    def get_fields(self, request: HttpRequest, obj: APIToken | None = None) -> list[str]:
+        if obj is None:
+            return ["name", "scope"]
+        return ["name", "prefix", "scope", "revoked", "created_by", "created_at", "last_used_at"]
+
+    def save_model(self, request: HttpRequest, obj: APIToken, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            audit_record(actor=request.user.get_username(), action="token.change", target=obj.name)
+            return
+        token, plain = apitoken_create(name=obj.name, scope=obj.scope, created_by=request.user.get_username())
+        obj.pk = token.pk
+        obj.prefix, obj.token_hash = token.prefix, token.token_hash
+        audit_record(actor=request.user.get_username(), action="token.create", target=token.name)
+        messages.warning(request, f"Token for {token.name} (copy it now, it is not shown again): {plain}")
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
+        names = list(queryset.values_list("name", flat=True))
+        queryset.update(revoked=True)
+        for name in names:
+            audit_record(actor=request.user.get_username(), action="token.revoke", target=name)
+        self.message_user(request, f"Revoked {len(names)} token(s).")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "target"]
+    list_filter = ["action", "actor"]
+    search_fields = ["actor", "action", "target"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False

@@ -1,0 +1,81 @@
+"""The one NinjaAPI: every app's router, mounted under /api/, with central error handling.
+
+Every error is JSON `{"detail": "<message naming the field>"}`; bad input is never a 500.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from catalog.api import router as catalog_router
+from cluster.api import router as cluster_router
+
+api = NinjaAPI(
+    title="Spark Control API",
+    version="1",
+    description="Swap the model vLLM serves on a DGX Spark cluster, safely, from people and automation.",
+    docs_url="/docs",
+)
+
+
+def _location(loc: list) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "payload")]
+    return ".".join(parts) or "body"
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    errors = [{"field": _location(err.get("loc", [])), "message": err.get("msg", "invalid")} for err in exc.errors]
+    detail = "; ".join(f"{err['field']}: {err['message']}" for err in errors) or "invalid request"
+    return api.create_response(request, {"detail": detail, "errors": errors}, status=422)
+
+
+@api.exception_handler(DjangoValidationError)
+def on_model_validation_error(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+    if hasattr(exc, "error_dict"):
+        errors = [{"field": name, "message": msg} for name, msgs in exc.message_dict.items() for msg in msgs]
+    else:
+        errors = [{"field": "__all__", "message": msg} for msg in exc.messages]
+    detail = "; ".join(f"{err['field']}: {err['message']}" for err in errors)
+    return api.create_response(request, {"detail": detail, "errors": errors}, status=422)
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return api.create_response(request, {"detail": f"request body is too large: {exc}"}, status=413)
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = api.create_response(
+        request, {"detail": "authentication required: a session or 'Authorization: Bearer <token>'"}, status=401
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc.message)}, status=exc.status_code)
+
+
+@api.get("/health", auth=None, tags=["health"])
+def health(request: HttpRequest) -> dict:
+    """Is Spark Control itself up, and is its database reachable. Needs no credentials."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except Exception as exc:  # noqa: BLE001 - a health check reports any database failure
+        return api.create_response(request, {"status": "down", "database": str(exc)[:200]}, status=503)
+    return {"status": "ok", "database": database}
+
+
+api.add_router("/", catalog_router)
+api.add_router("/", cluster_router)

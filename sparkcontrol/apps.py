@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SparkControlConfig(AppConfig):
+    name = "sparkcontrol"
+    verbose_name = "Spark Control"

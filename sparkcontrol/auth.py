@@ -1,0 +1,85 @@
+"""Who is calling the API and what they may do.
+
+Automation sends `Authorization: Bearer <token>`; people use their Django session (with CSRF on unsafe
+methods). No credentials gives 401; credentials without the needed scope give 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+from ninja.errors import HttpError
+from ninja.utils import check_csrf
+
+from sparkcontrol.models import SCOPE_RANK, TokenScope
+from sparkcontrol.tokens import apitoken_verify
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    name: str
+    scope: str
+    via: str  # "token" or "session"
+    user: Any = None
+
+    @property
+    def can_force(self) -> bool:
+        return self.scope == TokenScope.ADMIN
+
+    def allows(self, scope: str) -> bool:
+        if scope == TokenScope.INFERENCE:
+            return self.scope in (TokenScope.INFERENCE, TokenScope.OPERATE, TokenScope.ADMIN)
+        return SCOPE_RANK.get(self.scope, 0) >= SCOPE_RANK[scope]
+
+
+def principal_from_request(request: HttpRequest) -> Principal | None:
+    """Identify the caller by bearer token or session; None when there are no valid credentials."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        kind, _, value = header.partition(" ")
+        if kind.lower() != "bearer" or not value.strip():
+            return None
+        token = apitoken_verify(plain=value.strip())
+        if token is None:
+            return None
+        return Principal(name=f"token:{token.name}", scope=token.scope, via="token")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    if request.method not in SAFE_METHODS and check_csrf(request) is not None:
+        raise HttpError(403, "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken")
+    scope = TokenScope.ADMIN if (user.is_staff or user.is_superuser) else TokenScope.OPERATE
+    return Principal(name=user.get_username(), scope=scope, via="session", user=user)
+
+
+class ApiAuth:
+    """Ninja auth callable requiring at least `scope`; GET routes use read, writes operate or admin."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        principal = principal_from_request(request)
+        if principal is None:
+            return None
+        if not principal.allows(self.scope):
+            raise HttpError(403, f"this route needs the '{self.scope}' scope; the credentials have '{principal.scope}'")
+        return principal
+
+
+read_auth = ApiAuth(TokenScope.READ)
+operate_auth = ApiAuth(TokenScope.OPERATE)
+admin_auth = ApiAuth(TokenScope.ADMIN)
+inference_auth = ApiAuth(TokenScope.INFERENCE)
+
+
+def require_force(principal: Principal) -> None:
+    """Raise 403 unless the caller may override the lock (staff session or admin-scope token)."""
+    if not principal.can_force:
+        raise HttpError(403, "force=true needs a staff user or an admin-scope token")

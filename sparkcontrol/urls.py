@@ -1,0 +1,14 @@
+"""URL routes: the admin, the API under /api/, and the dashboard."""
+
+from django.contrib import admin
+from django.urls import path
+
+from sparkcontrol.api import api
+
+admin.site.site_header = "Spark Control"
+admin.site.site_title = "Spark Control"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+]

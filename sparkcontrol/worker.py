@@ -1,0 +1,85 @@
+"""The task worker that runs inside the serving process on the embedded default.
+
+django-tasks-db's `Worker` polls the database every `interval` seconds. Here it runs in a thread and is also
+woken by the `task_enqueued` signal, so a swap enqueued by this process starts at once instead of after the
+next poll; tasks enqueued by other processes are still found by the poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+from django.db import close_old_connections
+from django.db.utils import OperationalError
+from django_tasks.signals import task_enqueued
+from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
+from django_tasks_db.utils import exclusive_transaction
+
+logger = logging.getLogger(__name__)
+
+
+class WakeableWorker(Worker):
+    """A db_worker loop that sleeps on an Event instead of time.sleep, so enqueueing wakes it."""
+
+    def __init__(self, *, interval: float, queue_names: list[str] | None = None) -> None:
+        super().__init__(
+            queue_names=queue_names or ["*"],
+            interval=interval,
+            batch=False,
+            backend_name="default",
+            startup_delay=False,
+            max_tasks=None,
+            worker_id=f"embedded-{uuid.uuid4().hex[:8]}",
+            excluded_queue_names=[],
+        )
+        self.wake = threading.Event()
+
+    def _on_enqueued(self, **kwargs: Any) -> None:
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.running = False
+        self.wake.set()
+
+    def _claim_next(self) -> DBTaskResult | None:
+        tasks = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
+        with exclusive_transaction(tasks.db):
+            try:
+                task_result = tasks.get_locked()
+            except OperationalError:
+                return None  # the database is busy; try again after the next wake-up
+            if task_result is not None:
+                task_result.claim(self.worker_id)
+            return task_result
+
+    def run(self) -> None:
+        task_enqueued.connect(self._on_enqueued, weak=False)
+        logger.info("embedded task worker %s started", self.worker_id)
+        try:
+            while self.running:
+                close_old_connections()
+                self.wake.clear()
+                task_result = self._claim_next()
+                if task_result is not None:
+                    self.run_task(task_result)
+                    continue
+                close_old_connections()
+                self.wake.wait(self.interval)
+        finally:
+            task_enqueued.disconnect(self._on_enqueued)
+            close_old_connections()
+
+
+def start_embedded_worker(*, interval: float, threads: int = 2) -> list[WakeableWorker]:
+    """Start worker threads (one for swaps, the rest for everything else) and return them for stopping."""
+    workers = []
+    for index in range(threads):
+        worker = WakeableWorker(interval=interval)
+        thread = threading.Thread(target=worker.run, name=f"task-worker-{index}", daemon=True)
+        thread.start()
+        workers.append(worker)
+    return workers
