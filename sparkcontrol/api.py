@@ -15,6 +15,8 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
+from coordination.api import router as coordination_router
+from swaps.api import router as swaps_router
 
 api = NinjaAPI(
     title="Spark Control API",
@@ -79,3 +81,6 @@ def health(request: HttpRequest) -> dict:
 
 api.add_router("/", catalog_router)
 api.add_router("/", cluster_router)
+# Coordination first: its /swap/lock must win over the swaps router's /swap/{id}.
+api.add_router("/", coordination_router)
+api.add_router("/", swaps_router)

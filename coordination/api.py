@@ -1,0 +1,5 @@
+"""coordination routes."""
+
+from ninja import Router
+
+router = Router(tags=["coordination"])

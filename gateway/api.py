@@ -1,0 +1,5 @@
+"""gateway routes."""
+
+from ninja import Router
+
+router = Router(tags=["gateway"])

@@ -1,0 +1,5 @@
+"""swaps routes."""
+
+from ninja import Router
+
+router = Router(tags=["swaps"])
