@@ -1,0 +1,45 @@
+"""sparksim: a simulated NVIDIA DGX Spark cluster on loopback.
+
+Each node is a real OpenSSH ``sshd`` on 127.0.0.1 whose sessions see fake ``docker``, ``vllm`` and
+``~/spark-vllm-docker/launch-cluster.sh`` programs that imitate the real ones, failure modes
+included, so the control plane can drive it exactly as it drives real Sparks::
+
+    from sparksim import SimCluster
+
+    with SimCluster(root=tmp_path, nodes=2, load_seconds=0.5) as sim:
+        head = sim.head                       # .name .role .host .port .user .ip .host_key_line .dir
+        sim.client_key_path, sim.launcher_path, sim.vllm_port
+        sim.make_local_model("ten31-v2")      # -> absolute path, same on every node
+        sim.set_fail_mode("oom")              # or None; also SPARKSIM_FAIL / sim/<mode> repo ids
+        sim.records(prog="launch-cluster.sh")
+
+Failure modes, by repo id ``sim/<mode>`` (or forced for any model with ``set_fail_mode`` or the
+``SPARKSIM_FAIL`` setting):
+
+- ``fail-launch``: the launcher prints an error and exits 1 before starting anything.
+- ``oom``: vLLM logs a CUDA out-of-memory traceback during load and exits; the container stays.
+- ``never-ready``: vLLM logs its loading lines and never binds the port.
+- ``dies-after-ready``: ready, then about 1 s later ``EngineDeadError``; ``/health`` answers 503.
+- ``vanish``: the container disappears during load (as if ``docker stop`` had been run).
+- ``silent-compile``: a log-silent phase of ``SPARKSIM_SILENT_SECONDS`` (default 3) before ready.
+- ``wedged``: ready and ``/health`` 200, but completions never finish (metrics show them running).
+
+``python -m sparksim up|down|record`` runs a cluster from the command line.
+The fake programs import :mod:`sparksim` on every start, so this module imports nothing eagerly.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SimCluster", "SimNode", "FAIL_MODES"]
+
+
+def __getattr__(name: str):
+    if name in ("SimCluster", "SimNode"):
+        from sparksim import cluster
+
+        return getattr(cluster, name)
+    if name == "FAIL_MODES":
+        from sparksim.common import FAIL_MODES
+
+        return FAIL_MODES
+    raise AttributeError(f"module 'sparksim' has no attribute {name!r}")

@@ -1,0 +1,30 @@
+"""Entry point of the wrapper scripts installed in each simulated node.
+
+A wrapper is generated per node and per program; it only takes the time, puts the package on
+``sys.path`` and calls :func:`run`, which writes the ``start`` record before anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sparksim.common import Node
+
+PROGRAMS = {
+    "docker": "sparksim.fake_docker",
+    "vllm": "sparksim.fake_vllm",
+    "launch-cluster.sh": "sparksim.fake_launcher",
+}
+
+
+def run(prog: str, node_dir: str, t0: float) -> int:
+    node = Node(node_dir)
+    argv = sys.argv[1:]
+    node.record(prog, argv, "start", t=t0)
+    module = __import__(PROGRAMS[prog], fromlist=["main"])
+    try:
+        return module.main(node, argv) or 0
+    except BrokenPipeError:
+        return 141
+    except KeyboardInterrupt:
+        return 130
