@@ -1,5 +1,84 @@
-"""coordination routes."""
+"""Coordination routes: the swap lock (/swap/lock) and the schedule registry (/schedule)."""
 
-from ninja import Router
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Header, Router, Status
+from ninja.errors import HttpError
+
+from coordination.clock import now
+from coordination.schemas import LockAcquireIn, LockGrantOut, LockHeldOut, LockStatusOut, ScheduleIn, ScheduleOut
+from coordination.selectors import lock_status, schedule_list, schedule_view
+from coordination.services import (
+    LockHeld,
+    LockTokenMismatch,
+    lock_acquire,
+    lock_release,
+    schedule_delete,
+    schedule_upsert,
+)
+from sparkcontrol.auth import operate_auth, read_auth, require_force
 
 router = Router(tags=["coordination"])
+
+TOKEN_HEADER = "X-Swap-Lock-Token"
+
+
+def lock_held_body(exc: LockHeld) -> dict:
+    """The 423 body: who holds the lock and until when (also what the swap API answers)."""
+    return {"detail": str(exc), "holder": exc.holder, "expires_at": exc.expires_at}
+
+
+@router.post("/swap/lock", response={200: LockGrantOut, 201: LockGrantOut, 423: LockHeldOut}, auth=operate_auth)
+def acquire_lock(
+    request: HttpRequest, payload: LockAcquireIn, token: str | None = Header(default=None, alias=TOKEN_HEADER)
+) -> Status:
+    """Take the lock (201, with its token, shown this once) or extend it with its token (200); 423 if held."""
+    try:
+        grant, created = lock_acquire(
+            holder=payload.holder, ttl_seconds=payload.ttl_seconds, token=token, actor=request.auth.name
+        )
+    except LockHeld as exc:
+        return Status(423, lock_held_body(exc))
+    return Status(201 if created else 200, grant)
+
+
+@router.get("/swap/lock", response=LockStatusOut, auth=read_auth)
+def get_lock(request: HttpRequest) -> dict:
+    """Who holds the lock, until when, and its epoch; never the token."""
+    return lock_status()
+
+
+@router.delete("/swap/lock", response={204: None}, auth=operate_auth)
+def release_lock(
+    request: HttpRequest, force: bool = False, token: str | None = Header(default=None, alias=TOKEN_HEADER)
+) -> Status:
+    """Release with the token in X-Swap-Lock-Token, or `?force=true` (staff or admin scope); a free lock is 204."""
+    if force:
+        require_force(request.auth)
+    try:
+        lock_release(token=token, force=force, actor=request.auth.name)
+    except LockTokenMismatch as exc:
+        raise HttpError(403, str(exc)) from exc
+    return Status(204, None)
+
+
+@router.get("/schedule", response=list[ScheduleOut], auth=read_auth)
+def list_schedule(request: HttpRequest) -> list[dict]:
+    """Registered jobs, soonest first; `stale` when next_run is over a day in the past."""
+    return schedule_list()
+
+
+@router.post("/schedule", response={200: ScheduleOut, 201: ScheduleOut}, auth=operate_auth)
+def put_schedule(request: HttpRequest, payload: ScheduleIn) -> Status:
+    """Register a job (201) or replace the entry with this id (200)."""
+    job, created = schedule_upsert(data=payload.model_dump())
+    return Status(201 if created else 200, schedule_view(job=job, at=now()))
+
+
+@router.delete("/schedule/{job_id}", response={204: None}, auth=operate_auth)
+def delete_schedule(request: HttpRequest, job_id: str) -> Status:
+    """Remove a registered job; 404 if there is none with this id."""
+    if not schedule_delete(job_id=job_id):
+        raise HttpError(404, f"no scheduled job with id {job_id!r}")
+    return Status(204, None)

@@ -1,0 +1,75 @@
+"""Reads: the lock as the API shows it, webhook endpoints, and the schedule registry with stale marks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+
+from coordination import clock
+from coordination.models import ScheduledJob, SwapLock, WebhookEndpoint
+
+STALE_AFTER = timedelta(days=1)
+
+
+def lock_view(*, lock: SwapLock | None, at: datetime) -> dict[str, Any]:
+    """The `GET /api/swap/lock` shape of a lock row at time `at`; never the token."""
+    if lock is None or not lock.is_held(at):
+        return {
+            "locked": False,
+            "holder": None,
+            "acquired_at": None,
+            "expires_at": None,
+            "remaining_s": 0.0,
+            "epoch": lock.epoch if lock else 0,
+            "forced": lock.forced if lock else False,
+        }
+    return {
+        "locked": True,
+        "holder": lock.holder,
+        "acquired_at": lock.acquired_at,
+        "expires_at": lock.expires_at,
+        "remaining_s": round((lock.expires_at - at).total_seconds(), 1),
+        "epoch": lock.epoch,
+        "forced": lock.forced,
+    }
+
+
+def lock_status() -> dict[str, Any]:
+    """The lock as it stands now (free with epoch 0 when it was never granted)."""
+    return lock_view(lock=SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID).first(), at=clock.now())
+
+
+def webhook_endpoint_list() -> QuerySet[WebhookEndpoint]:
+    """Every configured endpoint, by URL."""
+    return WebhookEndpoint.objects.order_by("url")
+
+
+def webhook_endpoint_find(*, ref: str) -> WebhookEndpoint | None:
+    """The endpoint with this numeric id or this exact URL."""
+    if ref.isdigit():
+        return WebhookEndpoint.objects.filter(pk=int(ref)).first()
+    return WebhookEndpoint.objects.filter(url=ref).first()
+
+
+def schedule_view(*, job: ScheduledJob, at: datetime) -> dict[str, Any]:
+    """The `GET /api/schedule` shape of one entry; stale when its next run is over a day in the past."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "owner": job.owner,
+        "schedule": job.schedule,
+        "next_run": job.next_run,
+        "model": job.model or None,
+        "description": job.description,
+        "stale": job.next_run is not None and job.next_run < at - STALE_AFTER,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def schedule_list() -> list[dict[str, Any]]:
+    """Every registered job, soonest `next_run` first, those without one last."""
+    at = clock.now()
+    return [schedule_view(job=job, at=at) for job in ScheduledJob.objects.all()]
