@@ -16,6 +16,7 @@ import time
 
 from sparksim.cluster import PID_FILE, SimCluster, kill_sim_processes
 from sparksim.common import read_records
+from sparksim.fake_docker import pid_alive
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -58,8 +59,7 @@ def _down(args: argparse.Namespace) -> int:
         try:
             os.kill(pid, signal.SIGTERM)
             deadline = time.time() + 20
-            while time.time() < deadline:
-                os.kill(pid, 0)
+            while time.time() < deadline and pid_alive(pid):
                 time.sleep(0.1)
         except ProcessLookupError:
             pass

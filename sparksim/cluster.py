@@ -472,8 +472,10 @@ class SimCluster:
                 shutil.rmtree(os.path.join(node.hf_hub, "models--" + repo.replace("/", "--")), ignore_errors=True)
 
     # -- observation -------------------------------------------------------------------------------
-    def records(self, prog: str | None = None, event: str | None = None) -> list[dict]:
-        return read_records(self.root, prog=prog, event=event)
+    def records(self, prog: str | None = None, event: str | None = None, since: float | None = None) -> list[dict]:
+        """Parsed records, optionally only one program, one event, or those at or after ``since``."""
+        found = read_records(self.root, prog=prog, event=event)
+        return found if since is None else [r for r in found if r.get("t", 0) >= since]
 
     def containers(self, node_name: str) -> list[str]:
         """Names of the running containers of a node."""
