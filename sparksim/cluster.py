@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -48,7 +49,9 @@ SSH_KEYGEN = "ssh-keygen"
 DEFAULT_REPOS = tuple(["sim/tiny-model", "sim/big-model"] + [f"sim/{mode}" for mode in FAIL_MODES])
 PID_FILE = "sparksim.pid"
 
+# Valid Python and valid sh: `bash launch-cluster.sh ...` works as it does with the real script.
 WRAPPER = """#!{python} -IS
+''''exec {python_sh} -IS "$0" "$@" #'''
 import time; _t0 = time.time()
 import sys
 sys.path.insert(0, {parent!r})
@@ -244,6 +247,8 @@ class SimCluster:
         if self.started:
             return self
         sshd = self._wait_for_sshd()
+        # Leftovers of an earlier run on the same root (a crashed test, a killed `up`) would hold ports.
+        kill_sim_processes(self.root)
         os.makedirs(self.ssh_dir, exist_ok=True)
         os.makedirs(os.path.join(self.root, "models"), exist_ok=True)
         if os.geteuid() == 0:
@@ -283,7 +288,8 @@ class SimCluster:
         for prog, path in (("docker", "bin/docker"), ("vllm", "bin/vllm"),
                            ("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh")):
             _write_exec(os.path.join(node.dir, path),
-                        WRAPPER.format(python=sys.executable, parent=parent, prog=prog, node_dir=node.dir))
+                        WRAPPER.format(python=sys.executable, python_sh=shlex.quote(sys.executable), parent=parent,
+                                       prog=prog, node_dir=node.dir))
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
         images = os.path.join(node.dir, "images.json")

@@ -28,8 +28,8 @@ Modes:
 - ``slow-drip``: answers one byte every ``DRIP_INTERVAL`` seconds, for ``DRIP_SECONDS``; never a full head.
 - ``error``: every request gets ``500``.
 - ``wrong-model``: ``/v1/models`` lists ``sim/other-model`` instead of the configured model.
-- ``wedged`` (vllm): ``/health`` and ``/v1/models`` are fine, completions never finish and ``/metrics`` shows
-  one request running while the generated-token counter stays frozen.
+- ``wedged``: health paths and ``/v1/models`` are fine, real work (any ``POST``, Qdrant's ``/collections``) never
+  finishes; a vllm's ``/metrics`` shows a request running while the generated-token counter stays frozen.
 
 All servers share one asyncio loop in one daemon thread, so a farm of hundreds is cheap.
 ``python -m sparksim.fake_services vllm:ok qdrant:hang ...`` runs a farm from the command line.
@@ -214,7 +214,7 @@ class FakeService:
             await _send(writer, 500, {"error": {"message": "simulated failure", "type": "server_error"}})
             return True
         route = path.split("?", 1)[0]
-        if mode == "wedged" and self.kind == "vllm" and method == "POST":
+        if mode == "wedged" and (method == "POST" or route == "/collections"):
             self.running += 1
             try:
                 await _wait_for_disconnect(reader)
