@@ -35,8 +35,9 @@ def _up(args: argparse.Namespace) -> int:
         with open(pid_path, "w", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()}\n")
         print(json.dumps(sim.as_json(), indent=2), flush=True)
-        print("sparksim is up; Ctrl-C (or `python -m sparksim down --root ROOT`) stops it.", file=sys.stderr,
-              flush=True)
+        print(
+            "sparksim is up; Ctrl-C (or `python -m sparksim down --root ROOT`) stops it.", file=sys.stderr, flush=True
+        )
         while not stop["flag"]:
             time.sleep(0.2)
     finally:

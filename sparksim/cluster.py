@@ -182,9 +182,17 @@ class SimNode:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "role": self.role, "host": self.host, "port": self.port, "user": self.user,
-            "ip": self.ip, "host_key_line": self.host_key_line, "dir": self.dir, "hf_hub": self.hf_hub,
-            "meminfo": self.meminfo_path, "launcher_path": self.launcher_path,
+            "name": self.name,
+            "role": self.role,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "ip": self.ip,
+            "host_key_line": self.host_key_line,
+            "dir": self.dir,
+            "hf_hub": self.hf_hub,
+            "meminfo": self.meminfo_path,
+            "launcher_path": self.launcher_path,
         }
 
     def __repr__(self) -> str:
@@ -194,10 +202,17 @@ class SimNode:
 class SimCluster:
     """A simulated DGX Spark cluster on loopback. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, root: str | os.PathLike | None = None, nodes: int = 2,
-                 load_seconds: float = DEFAULT_LOAD_SECONDS, user: str | None = None,
-                 vllm_port: int | None = None, ips: list[str] | None = None,
-                 sshd_path: str = SSHD, sshd_wait: float = 300.0):
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        nodes: int = 2,
+        load_seconds: float = DEFAULT_LOAD_SECONDS,
+        user: str | None = None,
+        vllm_port: int | None = None,
+        ips: list[str] | None = None,
+        sshd_path: str = SSHD,
+        sshd_wait: float = 300.0,
+    ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self._own_root = root is None
@@ -285,11 +300,21 @@ class SimCluster:
         for sub in ("bin", "spark-vllm-docker/examples", "containers", ".cache/huggingface/hub", "sshd"):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
         parent = package_parent()
-        for prog, path in (("docker", "bin/docker"), ("vllm", "bin/vllm"),
-                           ("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh")):
-            _write_exec(os.path.join(node.dir, path),
-                        WRAPPER.format(python=sys.executable, python_sh=shlex.quote(sys.executable), parent=parent,
-                                       prog=prog, node_dir=node.dir))
+        for prog, path in (
+            ("docker", "bin/docker"),
+            ("vllm", "bin/vllm"),
+            ("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh"),
+        ):
+            _write_exec(
+                os.path.join(node.dir, path),
+                WRAPPER.format(
+                    python=sys.executable,
+                    python_sh=shlex.quote(sys.executable),
+                    parent=parent,
+                    prog=prog,
+                    node_dir=node.dir,
+                ),
+            )
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
         images = os.path.join(node.dir, "images.json")
@@ -310,34 +335,36 @@ class SimCluster:
         atomic_write(os.path.join(node.ssh_dir, "authorized_keys"), f"{options} {client_pub} sparksim-client\n")
 
     def _sshd_config(self, node: SimNode) -> str:
-        return "\n".join([
-            f"Port {node.port}",
-            "ListenAddress 127.0.0.1",
-            "AddressFamily inet",
-            f"HostKey {node.ssh_dir}/host_ed25519",
-            "PidFile none",
-            f"AuthorizedKeysFile {node.ssh_dir}/authorized_keys",
-            "StrictModes no",
-            "UsePAM no",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PubkeyAuthentication yes",
-            "PermitRootLogin prohibit-password",
-            "PermitUserEnvironment yes",
-            "PermitUserRC no",
-            f"AllowUsers {self.user}",
-            "AcceptEnv LANG LC_*",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "X11Forwarding no",
-            "UseDNS no",
-            "MaxStartups 200:30:400",
-            "MaxSessions 200",
-            "LoginGraceTime 30",
-            "LogLevel ERROR",
-            "Subsystem sftp internal-sftp",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"Port {node.port}",
+                "ListenAddress 127.0.0.1",
+                "AddressFamily inet",
+                f"HostKey {node.ssh_dir}/host_ed25519",
+                "PidFile none",
+                f"AuthorizedKeysFile {node.ssh_dir}/authorized_keys",
+                "StrictModes no",
+                "UsePAM no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                "PermitUserEnvironment yes",
+                "PermitUserRC no",
+                f"AllowUsers {self.user}",
+                "AcceptEnv LANG LC_*",
+                "PrintMotd no",
+                "PrintLastLog no",
+                "X11Forwarding no",
+                "UseDNS no",
+                "MaxStartups 200:30:400",
+                "MaxSessions 200",
+                "LoginGraceTime 30",
+                "LogLevel ERROR",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
 
     def _start_sshd(self, node: SimNode, sshd: str) -> None:
         config = os.path.join(node.ssh_dir, "sshd_config")
@@ -348,8 +375,14 @@ class SimCluster:
             node.port = free_port()
             atomic_write(config, self._sshd_config(node))
             with open(log_path, "ab") as log:
-                node.process = subprocess.Popen([sshd, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL,
-                                                stdout=log, stderr=log, env=env, start_new_session=True)
+                node.process = subprocess.Popen(
+                    [sshd, "-D", "-e", "-f", config],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,
+                )
             if _wait_banner(node.port, node.process, timeout=10.0):
                 return
             if node.process.poll() is None:
@@ -367,15 +400,27 @@ class SimCluster:
     def _verify_ssh(self) -> None:
         if shutil.which("ssh") is None:
             return
-        procs = [(node, subprocess.Popen(self.ssh_argv(node, "echo $HOME"), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-                 for node in self.nodes]
+        procs = [
+            (
+                node,
+                subprocess.Popen(
+                    self.ssh_argv(node, "echo $HOME"),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for node in self.nodes
+        ]
         for node, proc in procs:
             out, err = proc.communicate(timeout=30)
             if proc.returncode != 0 or out.strip() != node.dir:
                 log = Path(node.ssh_dir, "sshd.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"SSH to simulated node {node.name} failed (rc={proc.returncode}): "
-                                   f"{out.strip()} {err.strip()}\nsshd log:\n{log}")
+                raise RuntimeError(
+                    f"SSH to simulated node {node.name} failed (rc={proc.returncode}): "
+                    f"{out.strip()} {err.strip()}\nsshd log:\n{log}"
+                )
 
     # -- stop --------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -459,8 +504,12 @@ class SimCluster:
         """Create ``<root>/models/<name>`` (visible at the same path on every node); returns its path."""
         path = os.path.join(self.root, "models", name)
         os.makedirs(path, exist_ok=True)
-        cfg = config or {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-                         "max_position_embeddings": 32768, "_name_or_path": name}
+        cfg = config or {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "max_position_embeddings": 32768,
+            "_name_or_path": name,
+        }
         atomic_write(os.path.join(path, "config.json"), json.dumps(cfg, indent=2))
         atomic_write(os.path.join(path, "tokenizer_config.json"), json.dumps({"model_max_length": 32768}))
         Path(path, "model.safetensors").touch()
@@ -510,9 +559,23 @@ class SimCluster:
     def ssh_argv(self, node: SimNode | str, command: str) -> list[str]:
         """An OpenSSH command line that runs ``command`` on a node."""
         node = self.node(node) if isinstance(node, str) else node
-        return ["ssh", "-i", self.client_key_path, "-p", str(node.port), "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts_path}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "LogLevel=ERROR", f"{node.user}@{node.host}", command]
+        return [
+            "ssh",
+            "-i",
+            self.client_key_path,
+            "-p",
+            str(node.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts_path}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "LogLevel=ERROR",
+            f"{node.user}@{node.host}",
+            command,
+        ]
 
     def as_json(self) -> dict:
         return {
@@ -528,8 +591,12 @@ class SimCluster:
 
 
 def _keygen(path: str, comment: str) -> None:
-    subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], check=True,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     os.chmod(path, 0o600)
 
 

@@ -206,8 +206,13 @@ class Node:
         return env
 
     def record(self, prog: str, argv: list[str], event: str = "start", t: float | None = None, **extra) -> None:
-        entry = {"t": time.time() if t is None else t, "node": self.name, "prog": prog, "argv": list(argv),
-                 "event": event}
+        entry = {
+            "t": time.time() if t is None else t,
+            "node": self.name,
+            "prog": prog,
+            "argv": list(argv),
+            "event": event,
+        }
         entry.update(extra)
         try:
             write_record(self.root, entry)

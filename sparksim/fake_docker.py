@@ -32,14 +32,70 @@ DAEMON_ERR = "Error response from daemon:"
 
 # docker run / exec options that take a value
 RUN_VALUE_OPTS = {
-    "-e", "--env", "-v", "--volume", "--name", "--network", "--net", "--gpus", "--ipc", "--shm-size", "--ulimit",
-    "--entrypoint", "-w", "--workdir", "--env-file", "--device", "--cap-add", "--cap-drop", "--security-opt",
-    "--runtime", "--restart", "-u", "--user", "-l", "--label", "-h", "--hostname", "-p", "--publish", "-m",
-    "--memory", "--memory-swap", "--pids-limit", "--pid", "--add-host", "--mount", "--cpus", "--cpuset-cpus",
-    "--log-driver", "--log-opt", "--platform", "--pull", "--stop-signal", "--stop-timeout", "--tmpfs",
+    "-e",
+    "--env",
+    "-v",
+    "--volume",
+    "--name",
+    "--network",
+    "--net",
+    "--gpus",
+    "--ipc",
+    "--shm-size",
+    "--ulimit",
+    "--entrypoint",
+    "-w",
+    "--workdir",
+    "--env-file",
+    "--device",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "--runtime",
+    "--restart",
+    "-u",
+    "--user",
+    "-l",
+    "--label",
+    "-h",
+    "--hostname",
+    "-p",
+    "--publish",
+    "-m",
+    "--memory",
+    "--memory-swap",
+    "--pids-limit",
+    "--pid",
+    "--add-host",
+    "--mount",
+    "--cpus",
+    "--cpuset-cpus",
+    "--log-driver",
+    "--log-opt",
+    "--platform",
+    "--pull",
+    "--stop-signal",
+    "--stop-timeout",
+    "--tmpfs",
 }
-RUN_FLAG_OPTS = {"-d", "--detach", "--rm", "-i", "--interactive", "-t", "--tty", "-it", "-ti", "--privileged",
-                 "--init", "-P", "--publish-all", "--read-only", "-q", "--quiet"}
+RUN_FLAG_OPTS = {
+    "-d",
+    "--detach",
+    "--rm",
+    "-i",
+    "--interactive",
+    "-t",
+    "--tty",
+    "-it",
+    "-ti",
+    "--privileged",
+    "--init",
+    "-P",
+    "--publish-all",
+    "--read-only",
+    "-q",
+    "--quiet",
+}
 EXEC_VALUE_OPTS = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--detach-keys", "--env-file"}
 EXEC_FLAG_OPTS = {"-d", "--detach", "-i", "--interactive", "-t", "--tty", "-it", "-ti", "--privileged"}
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -230,7 +286,7 @@ def _split_opts(args: list[str], value_opts: set[str], flag_opts: set[str], cmd:
     while i < len(args):
         arg = args[i]
         if arg == "--":
-            return opts, args[i + 1:]
+            return opts, args[i + 1 :]
         if not arg.startswith("-") or arg == "-":
             return opts, args[i:]
         if arg.startswith("--") and "=" in arg:
@@ -242,8 +298,9 @@ def _split_opts(args: list[str], value_opts: set[str], flag_opts: set[str], cmd:
             opts.append((arg, None))
         elif arg in value_opts:
             if i + 1 >= len(args):
-                raise DockerError(f"flag needs an argument: '{arg.lstrip('-')}' in {arg}\nSee 'docker {cmd} --help'.",
-                                  125)
+                raise DockerError(
+                    f"flag needs an argument: '{arg.lstrip('-')}' in {arg}\nSee 'docker {cmd} --help'.", 125
+                )
             opts.append((arg, args[i + 1]))
             i += 1
         elif len(arg) > 2 and arg[1] != "-" and arg[:2] in value_opts:
@@ -299,7 +356,7 @@ _NOUN = ("turing", "hopper", "lovelace", "knuth", "ritchie", "curie", "noether",
 def cmd_run(node: Node, args: list[str]) -> int:
     opts, rest = _split_opts(args, RUN_VALUE_OPTS, RUN_FLAG_OPTS, "run")
     if not rest:
-        raise DockerError('"docker run" requires at least 1 argument.\nSee \'docker run --help\'.', 1)
+        raise DockerError("\"docker run\" requires at least 1 argument.\nSee 'docker run --help'.", 1)
     image, command = rest[0], rest[1:]
     flags = {k for k, _ in opts}
     detach = bool(flags & {"-d", "--detach"})
@@ -320,18 +377,27 @@ def cmd_run(node: Node, args: list[str]) -> int:
         elif key in ("-v", "--volume"):
             mounts.append(_parse_volume(value))
     if name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
-        raise DockerError(f'docker: {DAEMON_ERR} Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] '
-                          f'are allowed.\nSee \'docker run --help\'.', 125)
+        raise DockerError(
+            f"docker: {DAEMON_ERR} Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+            f"are allowed.\nSee 'docker run --help'.",
+            125,
+        )
     image_id = _image_id(node, image)
     if image_id is None:
         ref = image if ":" in image else f"{image}:latest"
-        raise DockerError(f"Unable to find image '{ref}' locally\ndocker: {DAEMON_ERR} pull access denied for "
-                          f"{image.split(':')[0]}, repository does not exist or may require 'docker login': denied: "
-                          f"requested access to the resource is denied.\nSee 'docker run --help'.", 125)
+        raise DockerError(
+            f"Unable to find image '{ref}' locally\ndocker: {DAEMON_ERR} pull access denied for "
+            f"{image.split(':')[0]}, repository does not exist or may require 'docker login': denied: "
+            f"requested access to the resource is denied.\nSee 'docker run --help'.",
+            125,
+        )
     for mount in mounts:
         if mount["Type"] == "bind" and not os.path.exists(mount["Source"]):
-            raise DockerError(f'docker: {DAEMON_ERR} invalid mount config for type "bind": bind source path does '
-                              f'not exist: {mount["Source"]}\nSee \'docker run --help\'.', 125)
+            raise DockerError(
+                f'docker: {DAEMON_ERR} invalid mount config for type "bind": bind source path does '
+                f"not exist: {mount['Source']}\nSee 'docker run --help'.",
+                125,
+            )
     if entrypoint:
         command = [entrypoint, *command]
     if not command:
@@ -352,12 +418,16 @@ def cmd_run(node: Node, args: list[str]) -> int:
                 raise DockerError(
                     f'docker: {DAEMON_ERR} Conflict. The container name "/{name}" is already in use by container '
                     f'"{existing["id"]}". You have to remove (or rename) that container to be able to reuse that '
-                    f'name.\nSee \'docker run --help\'.', 125) from None
+                    f"name.\nSee 'docker run --help'.",
+                    125,
+                ) from None
             if existing is not None and not existing.get("rm") and existing.get("status") == "exited":
                 raise DockerError(
                     f'docker: {DAEMON_ERR} Conflict. The container name "/{name}" is already in use by container '
                     f'"{existing["id"]}". You have to remove (or rename) that container to be able to reuse that '
-                    f'name.\nSee \'docker run --help\'.', 125) from None
+                    f"name.\nSee 'docker run --help'.",
+                    125,
+                ) from None
             shutil.rmtree(cdir, ignore_errors=True)
     else:
         raise DockerError(f"docker: {DAEMON_ERR} could not create container {name}", 125)
@@ -369,26 +439,57 @@ def cmd_run(node: Node, args: list[str]) -> int:
         if os.environ.get(knob):
             env[knob] = os.environ[knob]
     env.update(_env_from_opts(opts, dict(os.environ)))
-    env.update({
-        "SPARKSIM_ROOT": node.root, "SPARKSIM_NODE": node.name, "SPARKSIM_NODE_DIR": node.dir,
-        "SPARKSIM_IP": node.ip, "SPARKSIM_MEMINFO": node.meminfo, "SPARKSIM_CONTAINER": name, "SPARKSIM_CID": cid,
-    })
+    env.update(
+        {
+            "SPARKSIM_ROOT": node.root,
+            "SPARKSIM_NODE": node.name,
+            "SPARKSIM_NODE_DIR": node.dir,
+            "SPARKSIM_IP": node.ip,
+            "SPARKSIM_MEMINFO": node.meminfo,
+            "SPARKSIM_CONTAINER": name,
+            "SPARKSIM_CID": cid,
+        }
+    )
     now = time.time()
     state = {
-        "id": cid, "name": name, "image": image, "image_id": image_id, "command": command, "env": env,
-        "mounts": mounts, "network": network, "rm": "--rm" in flags, "workdir": workdir,
-        "created": now, "started_at": None, "status": "created", "pgid": None, "shim_pid": None,
+        "id": cid,
+        "name": name,
+        "image": image,
+        "image_id": image_id,
+        "command": command,
+        "env": env,
+        "mounts": mounts,
+        "network": network,
+        "rm": "--rm" in flags,
+        "workdir": workdir,
+        "created": now,
+        "started_at": None,
+        "status": "created",
+        "pgid": None,
+        "shim_pid": None,
     }
     _save_state(cdir, state)
     os.mkfifo(os.path.join(cdir, "stdout"), 0o666)
     open(os.path.join(cdir, "log"), "a").close()
     open(os.path.join(cdir, "pgids"), "a").close()
     subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c",
-         "import sys; sys.path.insert(0, sys.argv[1]); from sparksim.fake_docker import shim_main; "
-         "shim_main(sys.argv[2], sys.argv[3])", package_parent(), node.dir, name],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, env=env, close_fds=True,
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from sparksim.fake_docker import shim_main; "
+            "shim_main(sys.argv[2], sys.argv[3])",
+            package_parent(),
+            node.dir,
+            name,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+        close_fds=True,
     )
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -419,21 +520,33 @@ def _parse_volume(spec: str) -> dict:
     parts = spec.split(":")
     if len(parts) < 2:
         # anonymous volume: "-v /container/path"
-        return {"Type": "volume", "Name": secrets.token_hex(32), "Source": "", "Destination": spec, "Mode": "",
-                "RW": True}
+        return {
+            "Type": "volume",
+            "Name": secrets.token_hex(32),
+            "Source": "",
+            "Destination": spec,
+            "Mode": "",
+            "RW": True,
+        }
     source, dest = parts[0], parts[1]
     mode = parts[2] if len(parts) > 2 else ""
     if not dest.startswith("/"):
-        raise DockerError(f"docker: {DAEMON_ERR} invalid volume specification: '{spec}': invalid mount config for "
-                          f"type \"bind\": invalid mount path: '{dest}' mount path must be absolute.\n"
-                          f"See 'docker run --help'.", 125)
+        raise DockerError(
+            f"docker: {DAEMON_ERR} invalid volume specification: '{spec}': invalid mount config for "
+            f"type \"bind\": invalid mount path: '{dest}' mount path must be absolute.\n"
+            f"See 'docker run --help'.",
+            125,
+        )
     rw = "ro" not in mode.split(",")
     if source.startswith("/"):
         return {"Type": "bind", "Source": source, "Destination": dest, "Mode": mode, "RW": rw}
     if not VOLUME_NAME_RE.match(source):
-        raise DockerError(f'docker: {DAEMON_ERR} create {source}: "{source}" includes invalid characters for a local '
-                          f'volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
-                          f'directory, use absolute path.\nSee \'docker run --help\'.', 125)
+        raise DockerError(
+            f'docker: {DAEMON_ERR} create {source}: "{source}" includes invalid characters for a local '
+            f'volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+            f"directory, use absolute path.\nSee 'docker run --help'.",
+            125,
+        )
     return {"Type": "volume", "Name": source, "Source": "", "Destination": dest, "Mode": mode, "RW": rw}
 
 
@@ -451,14 +564,17 @@ def shim_main(node_dir: str, name: str) -> None:
     fd = os.open(fifo, os.O_RDWR)
     log_fd = os.open(os.path.join(cdir, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        proc = subprocess.Popen(state["command"], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                env=state["env"], cwd="/", close_fds=True)
+        proc = subprocess.Popen(
+            state["command"], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=state["env"], cwd="/", close_fds=True
+        )
     except OSError as exc:
         cmd0 = state["command"][0]
         state["status"] = "failed"
-        state["error"] = (f"docker: {DAEMON_ERR} failed to create task for container: failed to create shim task: "
-                          f"OCI runtime create failed: runc create failed: unable to start container process: "
-                          f"exec: \"{cmd0}\": executable file not found in $PATH: unknown ({exc.strerror}).")
+        state["error"] = (
+            f"docker: {DAEMON_ERR} failed to create task for container: failed to create shim task: "
+            f"OCI runtime create failed: runc create failed: unable to start container process: "
+            f'exec: "{cmd0}": executable file not found in $PATH: unknown ({exc.strerror}).'
+        )
         _save_state(cdir, state)
         return
     state.update(status="running", started_at=time.time(), shim_pid=os.getpid(), pgid=os.getpgid(0), pid=proc.pid)
@@ -508,7 +624,7 @@ def shim_main(node_dir: str, name: str) -> None:
 def cmd_exec(node: Node, args: list[str]) -> int:
     opts, rest = _split_opts(args, EXEC_VALUE_OPTS, EXEC_FLAG_OPTS, "exec")
     if len(rest) < 2:
-        raise DockerError('"docker exec" requires at least 2 arguments.\nSee \'docker exec --help\'.', 1)
+        raise DockerError("\"docker exec\" requires at least 2 arguments.\nSee 'docker exec --help'.", 1)
     ref, command = rest[0], rest[1:]
     state = find_container(node, ref)
     if state is None:
@@ -530,14 +646,21 @@ def cmd_exec(node: Node, args: list[str]) -> int:
         workdir = "/"
     try:
         proc = subprocess.Popen(
-            command, env=env, cwd=workdir, start_new_session=True, close_fds=True,
+            command,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+            close_fds=True,
             stdin=subprocess.DEVNULL if detach else None,
             stdout=subprocess.DEVNULL if detach else None,
             stderr=subprocess.DEVNULL if detach else None,
         )
     except OSError:
-        raise DockerError(f'OCI runtime exec failed: exec failed: unable to start container process: exec: '
-                          f'"{command[0]}": executable file not found in $PATH: unknown', 127) from None
+        raise DockerError(
+            f"OCI runtime exec failed: exec failed: unable to start container process: exec: "
+            f'"{command[0]}": executable file not found in $PATH: unknown',
+            127,
+        ) from None
     fd = os.open(os.path.join(cdir, "pgids"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{proc.pid}\n".encode())
@@ -556,7 +679,7 @@ def cmd_stop(node: Node, args: list[str], sig: int = signal.SIGTERM, verb: str =
         if key in ("-t", "--time"):
             timeout = float(value)
     if not names:
-        raise DockerError(f'"docker {verb}" requires at least 1 argument.\nSee \'docker {verb} --help\'.', 1)
+        raise DockerError(f"\"docker {verb}\" requires at least 1 argument.\nSee 'docker {verb} --help'.", 1)
     # The fake processes exit on SIGTERM at once; cap the grace period so tests stay fast.
     timeout = min(timeout, 3.0)
     rc = 0
@@ -588,8 +711,10 @@ def cmd_rm(node: Node, args: list[str]) -> int:
             continue
         if state.get("status") == "running":
             if not force:
-                eprint(f"{DAEMON_ERR} cannot remove container \"/{state['name']}\": container is running: stop the "
-                       f"container before removing or force remove")
+                eprint(
+                    f'{DAEMON_ERR} cannot remove container "/{state["name"]}": container is running: stop the '
+                    f"container before removing or force remove"
+                )
                 rc = 1
                 continue
             stop_container(node, state, 0.5, signal.SIGKILL)
@@ -617,15 +742,25 @@ def _ps_row(state: dict) -> dict:
     if len(command) > 20:
         command = command[:19] + "…"
     running = state.get("status") == "running"
-    status = (f"Up {_human_duration(now - (state.get('started_at') or now))}" if running
-              else f"Exited ({state.get('exit_code', 0)}) {_human_duration(now - state.get('finished_at', now))} ago")
+    status = (
+        f"Up {_human_duration(now - (state.get('started_at') or now))}"
+        if running
+        else f"Exited ({state.get('exit_code', 0)}) {_human_duration(now - state.get('finished_at', now))} ago"
+    )
     return {
-        "ID": state["id"][:12], "Image": state["image"], "Command": f'"{command}"',
+        "ID": state["id"][:12],
+        "Image": state["image"],
+        "Command": f'"{command}"',
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(state["created"])),
-        "RunningFor": f"{_human_duration(now - state['created'])} ago", "Ports": "", "State": state.get("status"),
-        "Status": status, "Names": state["name"], "Labels": "", "Mounts": ",".join(
-            m.get("Name") or m.get("Source", "") for m in state.get("mounts", [])),
-        "Networks": state.get("network", "default"), "Size": "0B",
+        "RunningFor": f"{_human_duration(now - state['created'])} ago",
+        "Ports": "",
+        "State": state.get("status"),
+        "Status": status,
+        "Names": state["name"],
+        "Labels": "",
+        "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in state.get("mounts", [])),
+        "Networks": state.get("network", "default"),
+        "Size": "0B",
     }
 
 
@@ -653,10 +788,14 @@ def render_template(template: str, data) -> str:
 
 
 def cmd_ps(node: Node, args: list[str]) -> int:
-    opts, rest = _split_opts(args, {"-f", "--filter", "--format", "-n", "--last"},
-                             {"-a", "--all", "-q", "--quiet", "--no-trunc", "-l", "--latest", "-s", "--size"}, "ps")
+    opts, rest = _split_opts(
+        args,
+        {"-f", "--filter", "--format", "-n", "--last"},
+        {"-a", "--all", "-q", "--quiet", "--no-trunc", "-l", "--latest", "-s", "--size"},
+        "ps",
+    )
     if rest:
-        raise DockerError('"docker ps" accepts no arguments.\nSee \'docker ps --help\'.', 1)
+        raise DockerError("\"docker ps\" accepts no arguments.\nSee 'docker ps --help'.", 1)
     flags = {k for k, _ in opts}
     show_all = bool(flags & {"-a", "--all"})
     states = container_states(node, include_stopped=show_all)
@@ -685,8 +824,15 @@ def cmd_ps(node: Node, args: list[str]) -> int:
         for row in rows:
             print(render_template(fmt, row))
         return 0
-    columns = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "RunningFor"),
-               ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names")]
+    columns = [
+        ("CONTAINER ID", "ID"),
+        ("IMAGE", "Image"),
+        ("COMMAND", "Command"),
+        ("CREATED", "RunningFor"),
+        ("STATUS", "Status"),
+        ("PORTS", "Ports"),
+        ("NAMES", "Names"),
+    ]
     table = [[c[0] for c in columns]] + [[r[c[1]] for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     for line in table:
@@ -704,9 +850,15 @@ def inspect_data(node: Node, state: dict) -> dict:
         "Path": state["command"][0],
         "Args": state["command"][1:],
         "State": {
-            "Status": state.get("status"), "Running": running, "Paused": False, "Restarting": False,
-            "OOMKilled": False, "Dead": False, "Pid": state.get("pid") if running else 0,
-            "ExitCode": state.get("exit_code", 0), "Error": "",
+            "Status": state.get("status"),
+            "Running": running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": False,
+            "Pid": state.get("pid") if running else 0,
+            "ExitCode": state.get("exit_code", 0),
+            "Error": "",
             "StartedAt": rfc3339(started) if started else "0001-01-01T00:00:00Z",
             "FinishedAt": rfc3339(finished) if finished else "0001-01-01T00:00:00Z",
         },
@@ -714,12 +866,16 @@ def inspect_data(node: Node, state: dict) -> dict:
         "Name": "/" + state["name"],
         "RestartCount": 0,
         "HostConfig": {"NetworkMode": state.get("network", "default"), "AutoRemove": bool(state.get("rm"))},
-        "Mounts": [{k: v for k, v in m.items()} | {"Propagation": "rprivate" if m["Type"] == "bind" else ""}
-                   for m in state.get("mounts", [])],
+        "Mounts": [
+            {k: v for k, v in m.items()} | {"Propagation": "rprivate" if m["Type"] == "bind" else ""}
+            for m in state.get("mounts", [])
+        ],
         "Config": {
-            "Hostname": state["id"][:12], "Image": state["image"],
+            "Hostname": state["id"][:12],
+            "Image": state["image"],
             "Env": [f"{k}={v}" for k, v in state["env"].items() if not k.startswith("SPARKSIM_")],
-            "Cmd": state["command"], "WorkingDir": state.get("workdir", "/"),
+            "Cmd": state["command"],
+            "WorkingDir": state.get("workdir", "/"),
         },
         "NetworkSettings": {"Networks": {state.get("network", "default"): {}}},
     }
@@ -730,7 +886,7 @@ def cmd_inspect(node: Node, args: list[str]) -> int:
     fmt = next((v for k, v in opts if k in ("-f", "--format")), None)
     kind = next((v for k, v in opts if k == "--type"), None)
     if not refs:
-        raise DockerError('"docker inspect" requires at least 1 argument.\nSee \'docker inspect --help\'.', 1)
+        raise DockerError("\"docker inspect\" requires at least 1 argument.\nSee 'docker inspect --help'.", 1)
     found = []
     missing = []
     for ref in refs:
@@ -755,8 +911,14 @@ def cmd_inspect(node: Node, args: list[str]) -> int:
 
 def _image_data(ref: str, image_id: str) -> dict:
     name = ref if ":" in ref else f"{ref}:latest"
-    return {"Id": image_id, "RepoTags": [name], "Created": "2026-09-01T00:00:00Z", "Size": 21_474_836_480,
-            "Architecture": "arm64", "Os": "linux"}
+    return {
+        "Id": image_id,
+        "RepoTags": [name],
+        "Created": "2026-09-01T00:00:00Z",
+        "Size": 21_474_836_480,
+        "Architecture": "arm64",
+        "Os": "linux",
+    }
 
 
 def cmd_image(node: Node, args: list[str]) -> int:
@@ -809,8 +971,15 @@ def _read_log_lines(fh, partial: bytes) -> tuple[list[tuple[float, bytes]], byte
     return out, rest
 
 
-def _follow(node: Node, ref: str, since: float | None, follow: bool, timestamps: bool, tail: int | None,
-            until: float | None = None) -> int:
+def _follow(
+    node: Node,
+    ref: str,
+    since: float | None,
+    follow: bool,
+    timestamps: bool,
+    tail: int | None,
+    until: float | None = None,
+) -> int:
     import select
 
     state = find_container(node, ref)
@@ -851,8 +1020,12 @@ def _follow(node: Node, ref: str, since: float | None, follow: bool, timestamps:
                 emit(entries)
                 continue
             current = _load_state(cdir)
-            if current is None or current.get("id") != state["id"] or current.get("status") != "running" \
-                    or not _shim_alive(current):
+            if (
+                current is None
+                or current.get("id") != state["id"]
+                or current.get("status") != "running"
+                or not _shim_alive(current)
+            ):
                 entries, partial = _read_log_lines(fh, partial)
                 emit(entries)
                 return 0
@@ -862,10 +1035,11 @@ def _follow(node: Node, ref: str, since: float | None, follow: bool, timestamps:
 
 
 def cmd_logs(node: Node, args: list[str]) -> int:
-    opts, rest = _split_opts(args, {"--since", "--until", "-n", "--tail"},
-                             {"-f", "--follow", "-t", "--timestamps", "--details"}, "logs")
+    opts, rest = _split_opts(
+        args, {"--since", "--until", "-n", "--tail"}, {"-f", "--follow", "-t", "--timestamps", "--details"}, "logs"
+    )
     if len(rest) != 1:
-        raise DockerError('"docker logs" requires exactly 1 argument.\nSee \'docker logs --help\'.', 1)
+        raise DockerError("\"docker logs\" requires exactly 1 argument.\nSee 'docker logs --help'.", 1)
     flags = {k for k, _ in opts}
     since = until = None
     tail = None
@@ -879,22 +1053,33 @@ def cmd_logs(node: Node, args: list[str]) -> int:
             raise DockerError(str(exc), 1) from None
         if key in ("-n", "--tail") and value != "all":
             tail = int(value)
-    return _follow(node, rest[0], since, bool(flags & {"-f", "--follow"}), bool(flags & {"-t", "--timestamps"}), tail,
-                   until)
+    return _follow(
+        node, rest[0], since, bool(flags & {"-f", "--follow"}), bool(flags & {"-t", "--timestamps"}), tail, until
+    )
 
 
 def cmd_version(node: Node, args: list[str]) -> int:
     if args and args[0] in ("--format", "-f"):
         print(render_template(args[1], {"Server": {"Version": "28.3.3"}, "Client": {"Version": "28.3.3"}}))
         return 0
-    print("Client: Docker Engine - Community\n Version:           28.3.3\n API version:       1.51\n\n"
-          "Server: Docker Engine - Community\n Engine:\n  Version:          28.3.3\n  API version:      1.51")
+    print(
+        "Client: Docker Engine - Community\n Version:           28.3.3\n API version:       1.51\n\n"
+        "Server: Docker Engine - Community\n Engine:\n  Version:          28.3.3\n  API version:      1.51"
+    )
     return 0
 
 
 COMMANDS = {
-    "run": cmd_run, "exec": cmd_exec, "ps": cmd_ps, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm,
-    "inspect": cmd_inspect, "image": cmd_image, "images": cmd_images, "version": cmd_version,
+    "run": cmd_run,
+    "exec": cmd_exec,
+    "ps": cmd_ps,
+    "logs": cmd_logs,
+    "stop": cmd_stop,
+    "rm": cmd_rm,
+    "inspect": cmd_inspect,
+    "image": cmd_image,
+    "images": cmd_images,
+    "version": cmd_version,
     "kill": lambda node, args: cmd_stop(node, args, signal.SIGKILL, "kill"),
 }
 
@@ -905,8 +1090,10 @@ def main(node: Node, argv: list[str]) -> int:
         if argv[0] == "ls":
             argv = ["ps", *argv[1:]]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("Usage:  docker [OPTIONS] COMMAND\n\nA self-sufficient runtime for containers (simulated)\n\n"
-              "Commands:\n  run, exec, ps, logs, stop, kill, rm, inspect, images, image, version")
+        print(
+            "Usage:  docker [OPTIONS] COMMAND\n\nA self-sufficient runtime for containers (simulated)\n\n"
+            "Commands:\n  run, exec, ps, logs, stop, kill, rm, inspect, images, image, version"
+        )
         return 0
     handler = COMMANDS.get(argv[0])
     if handler is None:

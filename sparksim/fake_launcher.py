@@ -52,11 +52,16 @@ class Launcher:
         self.argv = argv
         self.old = (node.setting("SPARKSIM_LAUNCHER_VERSION") or "").lower() == "old"
         self.script = f"./{os.path.basename(sys.argv[0]) or 'launch-cluster.sh'}"
-        hf_cache = os.environ.get("HF_HOME") or os.path.join(os.environ.get("HOME") or node.dir, ".cache",
-                                                             "huggingface")
+        hf_cache = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("HOME") or node.dir, ".cache", "huggingface"
+        )
         self.docker_args: list[str] = [
-            "-e", "NCCL_IGNORE_CPU_AFFINITY=1", "-e", "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
-            "-v", f"{hf_cache}:/root/.cache/huggingface",
+            "-e",
+            "NCCL_IGNORE_CPU_AFFINITY=1",
+            "-e",
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+            "-v",
+            f"{hf_cache}:/root/.cache/huggingface",
         ]
         extra = os.environ.get("VLLM_SPARK_EXTRA_DOCKER_ARGS")
         if extra:
@@ -92,7 +97,8 @@ class Launcher:
         lines = [
             f"Usage: {self.script} [-n <node_ips>] [-t <image_name>] [--name <container_name>] [--eth-if <if_name>] "
             f"[--ib-if <if_name>] [--nccl-debug <level>] [--check-config] [--solo]"
-            + ("" if self.old else " [--ray|--no-ray]") + " [-v <local:container>] [-d] [action] [command]",
+            + ("" if self.old else " [--ray|--no-ray]")
+            + " [-v <local:container>] [-d] [action] [command]",
             "  -n, --nodes     Comma-separated list of node IPs (Optional, auto-detected if omitted)",
             f"  -t              Docker image name (Optional, default: {DEFAULT_IMAGE})",
             f"  --name          Container name (Optional, default: {DEFAULT_CONTAINER})",
@@ -103,8 +109,10 @@ class Launcher:
             "  --apply-mod     Path to directory or zip file containing run.sh to apply before launch",
         ]
         if not self.old:
-            lines.append("  --launch-script Path to bash script to execute in the container (from examples/ directory "
-                         "or absolute path). If launch script is specified, action should be omitted.")
+            lines.append(
+                "  --launch-script Path to bash script to execute in the container (from examples/ directory "
+                "or absolute path). If launch script is specified, action should be omitted."
+            )
         lines += [
             "  --check-config  Check configuration and auto-detection without launching",
             "  --solo          Solo mode: skip autodetection, launch only on current node, do not launch Ray cluster",
@@ -161,8 +169,16 @@ class Launcher:
                 self.ib_if = value()
             elif arg in ("-e", "--env"):
                 self.docker_args += ["-e", *value().split()]
-            elif arg in ("-j", "--apply-mod", "--apply-vllm-pr", "--mem-limit-gb", "--mem-swap-limit-gb",
-                         "--pids-limit", "--shm-size-gb", "--earlyoom-args"):
+            elif arg in (
+                "-j",
+                "--apply-mod",
+                "--apply-vllm-pr",
+                "--mem-limit-gb",
+                "--mem-swap-limit-gb",
+                "--pids-limit",
+                "--shm-size-gb",
+                "--earlyoom-args",
+            ):
                 pass
             elif arg == "--launch-script" and not self.old:
                 self.launch_script = value()
@@ -206,17 +222,21 @@ class Launcher:
                 self.config_file = value()
             elif arg in ("start", "stop", "status"):
                 if self.launch_script:
-                    say(f"Error: Action '{arg}' is not compatible with --launch-script. Please omit the action or "
-                        f"not use --launch-script.")
+                    say(
+                        f"Error: Action '{arg}' is not compatible with --launch-script. Please omit the action or "
+                        f"not use --launch-script."
+                    )
                     raise Exit(1)
                 self.action, step = arg, 1
             elif arg == "exec":
                 if self.launch_script:
-                    say("Error: Action 'exec' is not compatible with --launch-script. Please omit the action or not "
-                        "use --launch-script.")
+                    say(
+                        "Error: Action 'exec' is not compatible with --launch-script. Please omit the action or not "
+                        "use --launch-script."
+                    )
                     raise Exit(1)
                 self.action = "exec"
-                self.command_argv = args[i + 1:]
+                self.command_argv = args[i + 1 :]
                 self.command = "".join(shlex.quote(a) + " " for a in self.command_argv)
                 break
             else:
@@ -250,7 +270,7 @@ class Launcher:
             self.local_ip = values["LOCAL_IP"]
         for key, val in values.items():
             if key.startswith("CONTAINER_") and key != "CONTAINER_NAME":
-                var = key[len("CONTAINER_"):]
+                var = key[len("CONTAINER_") :]
                 self.docker_args += ["-e", f"{var}={val}"]
                 say(f"Adding container env: {var}")
         return values
@@ -295,8 +315,9 @@ class Launcher:
             return self.node
         return self.node.peer_by_ip(ip)
 
-    def docker(self, ip: str | None, args: list[str], capture: bool = False, quiet: bool = False,
-               stdin=None) -> tuple[int, str]:
+    def docker(
+        self, ip: str | None, args: list[str], capture: bool = False, quiet: bool = False, stdin=None
+    ) -> tuple[int, str]:
         node = self.target(ip)
         if node is None:
             # ssh to an unknown host fails
@@ -310,17 +331,31 @@ class Launcher:
                     env[knob] = os.environ[knob]
         out = subprocess.PIPE if capture else (subprocess.DEVNULL if quiet else None)
         err = subprocess.DEVNULL if quiet else None
-        proc = subprocess.run([os.path.join(node.bin, "docker"), *args], env=env, stdout=out, stderr=err,
-                              stdin=stdin if stdin is not None else subprocess.DEVNULL, text=True)
+        proc = subprocess.run(
+            [os.path.join(node.bin, "docker"), *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            text=True,
+        )
         return proc.returncode, proc.stdout or ""
 
     def env_flags(self, ip: str) -> list[str]:
         pairs = [
-            f"VLLM_HOST_IP={ip}", f"RAY_NODE_IP_ADDRESS={ip}", f"RAY_OVERRIDE_NODE_IP_ADDRESS={ip}",
-            f"MN_IF_NAME={self.eth_if}", f"UCX_NET_DEVICES={self.eth_if}", f"NCCL_SOCKET_IFNAME={self.eth_if}",
-            f"NCCL_IB_HCA={self.ib_if}", "NCCL_IB_DISABLE=0", f"OMPI_MCA_btl_tcp_if_include={self.eth_if}",
-            f"GLOO_SOCKET_IFNAME={self.eth_if}", f"TP_SOCKET_IFNAME={self.eth_if}",
-            "RAY_memory_monitor_refresh_ms=0", "RAY_num_prestart_python_workers=0",
+            f"VLLM_HOST_IP={ip}",
+            f"RAY_NODE_IP_ADDRESS={ip}",
+            f"RAY_OVERRIDE_NODE_IP_ADDRESS={ip}",
+            f"MN_IF_NAME={self.eth_if}",
+            f"UCX_NET_DEVICES={self.eth_if}",
+            f"NCCL_SOCKET_IFNAME={self.eth_if}",
+            f"NCCL_IB_HCA={self.ib_if}",
+            "NCCL_IB_DISABLE=0",
+            f"OMPI_MCA_btl_tcp_if_include={self.eth_if}",
+            f"GLOO_SOCKET_IFNAME={self.eth_if}",
+            f"TP_SOCKET_IFNAME={self.eth_if}",
+            "RAY_memory_monitor_refresh_ms=0",
+            "RAY_num_prestart_python_workers=0",
             "RAY_object_store_memory=1073741824",
         ]
         out: list[str] = []
@@ -385,8 +420,9 @@ class Launcher:
 
         if self.peers and not self.old:
             say("Verifying Docker image consistency across cluster nodes...")
-            rc, head_id = self.docker(None, ["image", "inspect", "--format", "{{.Id}}", self.image], capture=True,
-                                      quiet=False)
+            rc, head_id = self.docker(
+                None, ["image", "inspect", "--format", "{{.Id}}", self.image], capture=True, quiet=False
+            )
             head_id = head_id.strip()
             if rc != 0 or not head_id:
                 say(f"Error: Could not inspect image '{self.image}' on head node ({self.local_ip}).")
@@ -395,8 +431,9 @@ class Launcher:
             say(f"  [HEAD] {self.local_ip}: {head_id}")
             mismatch = False
             for worker in self.peers:
-                rc, worker_id = self.docker(worker, ["image", "inspect", "--format", "{{.Id}}", self.image],
-                                            capture=True, quiet=True)
+                rc, worker_id = self.docker(
+                    worker, ["image", "inspect", "--format", "{{.Id}}", self.image], capture=True, quiet=True
+                )
                 worker_id = worker_id.strip()
                 if rc != 0 or not worker_id:
                     say(f"Error: Could not inspect image '{self.image}' on worker node ({worker}).")
@@ -414,8 +451,19 @@ class Launcher:
                 return False
             say("Docker image consistency check passed.")
 
-        common = ["--gpus", "all", "-d", "--rm", "--network", "host", "--name", self.container, "--entrypoint=",
-                  *self.docker_args, self.image]
+        common = [
+            "--gpus",
+            "all",
+            "-d",
+            "--rm",
+            "--network",
+            "host",
+            "--name",
+            self.container,
+            "--entrypoint=",
+            *self.docker_args,
+            self.image,
+        ]
         caps = ["--privileged", "--ulimit", "nofile=1048576:1048576", "--ipc=host"]
         keepalive = ["sleep", "infinity"]
         say(f"Starting Head Node on {self.local_ip}...")
@@ -437,14 +485,32 @@ class Launcher:
 
         if not self.solo and not self.no_ray:
             say(f"Starting Ray HEAD node on {self.local_ip}...")
-            self.docker(None, ["exec", "-d", self.container, "bash", "-c",
-                               f"ray start --block --head --port {self.master_port} --node-ip-address "
-                               f"{self.local_ip} >> /proc/1/fd/1 2>&1"])
+            self.docker(
+                None,
+                [
+                    "exec",
+                    "-d",
+                    self.container,
+                    "bash",
+                    "-c",
+                    f"ray start --block --head --port {self.master_port} --node-ip-address "
+                    f"{self.local_ip} >> /proc/1/fd/1 2>&1",
+                ],
+            )
             for worker in self.peers:
                 say(f"Starting Ray WORKER node on {worker}...")
-                self.docker(worker, ["exec", "-d", self.container, "bash", "-c",
-                                     f"ray start --block --address={self.local_ip}:{self.master_port} "
-                                     f"--node-ip-address {worker} >> /proc/1/fd/1 2>&1"])
+                self.docker(
+                    worker,
+                    [
+                        "exec",
+                        "-d",
+                        self.container,
+                        "bash",
+                        "-c",
+                        f"ray start --block --address={self.local_ip}:{self.master_port} "
+                        f"--node-ip-address {worker} >> /proc/1/fd/1 2>&1",
+                    ],
+                )
             say("Waiting for cluster to be ready...")
             for _ in range(50):
                 rc, _ = self.docker(None, ["exec", self.container, "ray", "status"], quiet=True)
@@ -462,13 +528,19 @@ class Launcher:
         if not self.mount_cache_dirs:
             return []
         home = os.environ.get("HOME") or node.dir
-        return [os.path.join(home, ".cache", "vllm"), os.path.join(home, ".cache", "flashinfer"),
-                os.path.join(home, ".triton"), os.path.join(home, ".tilelang")]
+        return [
+            os.path.join(home, ".cache", "vllm"),
+            os.path.join(home, ".cache", "flashinfer"),
+            os.path.join(home, ".triton"),
+            os.path.join(home, ".tilelang"),
+        ]
 
     def add_cache_mounts(self) -> None:
-        for path, dest in zip(self.cache_dirs(self.node),
-                              ("/root/.cache/vllm", "/root/.cache/flashinfer", "/root/.triton", "/root/.tilelang"),
-                              strict=True):
+        for path, dest in zip(
+            self.cache_dirs(self.node),
+            ("/root/.cache/vllm", "/root/.cache/flashinfer", "/root/.triton", "/root/.tilelang"),
+            strict=True,
+        ):
             self.docker_args += ["-v", f"{path}:{dest}"]
 
     # -- launch scripts ----------------------------------------------------------------------------
@@ -507,8 +579,10 @@ class Launcher:
             if self.no_ray and total > 1:
                 body = re.sub(r"--distributed-executor-backend(=|\s+)\S+", "", body)
                 lines = [ln for ln in body.splitlines() if not re.fullmatch(r"[\s\\]*", ln)]
-                extra = (f" --nnodes {total} --node-rank {rank} --master-addr {self.local_ip} "
-                         f"--master-port {self.master_port}" + (" --headless" if rank else ""))
+                extra = (
+                    f" --nnodes {total} --node-rank {rank} --master-addr {self.local_ip} "
+                    f"--master-port {self.master_port}" + (" --headless" if rank else "")
+                )
                 if lines:
                     lines[-1] = re.sub(r"\s*\\\s*$", "", lines[-1]) + extra
                 body = "\n".join(lines) + "\n"
@@ -542,16 +616,19 @@ class Launcher:
                 worker_cmd = self.command_for(target) if target else self.command
             else:
                 clean = re.sub(r"--distributed-executor-backend(=|\s+)\S+", "", self.command)
-                worker_cmd = (f"{clean} --nnodes {total} --node-rank {rank} --master-addr {self.local_ip} "
-                              f"--master-port {self.master_port} --headless")
+                worker_cmd = (
+                    f"{clean} --nnodes {total} --node-rank {rank} --master-addr {self.local_ip} "
+                    f"--master-port {self.master_port} --headless"
+                )
             say(f"Launching worker (rank {rank}) on {worker}...")
             self.docker(worker, ["exec", "-d", self.container, "bash", "-c", f"{worker_cmd} >> /proc/1/fd/1 2>&1"])
         if self.launch_script:
             head_cmd = self.command_for(self.node)
         else:
             clean = re.sub(r"--distributed-executor-backend(=|\s+)\S+", "", self.command)
-            head_cmd = (f"{clean} --nnodes {total} --node-rank 0 --master-addr {self.local_ip} "
-                        f"--master-port {self.master_port}")
+            head_cmd = (
+                f"{clean} --nnodes {total} --node-rank 0 --master-addr {self.local_ip} --master-port {self.master_port}"
+            )
         say(f"Executing command on head node (rank 0): {head_cmd}")
         if self.daemon:
             rc, _ = self.docker(None, ["exec", "-d", self.container, "bash", "-c", f"{head_cmd} >> /proc/1/fd/1 2>&1"])
@@ -576,8 +653,14 @@ class Launcher:
         found = False
         prev = ""
         for word in text.split():
-            key = {"-tp": "tp", "--tensor-parallel-size": "tp", "-pp": "pp", "--pipeline-parallel-size": "pp",
-                   "-dp": "dp", "--data-parallel-size": "dp"}.get(prev)
+            key = {
+                "-tp": "tp",
+                "--tensor-parallel-size": "tp",
+                "-pp": "pp",
+                "--pipeline-parallel-size": "pp",
+                "-dp": "dp",
+                "--data-parallel-size": "dp",
+            }.get(prev)
             if key and word.isdigit():
                 sizes[key] = int(word)
                 found = True
@@ -591,8 +674,9 @@ class Launcher:
             say(f"Error: Command requires {required} nodes ({detail}) but only {total} node(s) are configured.")
             raise Exit(1)
         if required < total:
-            say(f"Note: Command requires {required} node(s) ({detail}); using {required} of {total} configured "
-                f"node(s).")
+            say(
+                f"Note: Command requires {required} node(s) ({detail}); using {required} of {total} configured node(s)."
+            )
             self.peers = self.peers[: required - 1]
 
     def check_fail_launch(self) -> None:
@@ -601,8 +685,10 @@ class Launcher:
             with open(self.launch_script, encoding="utf-8") as fh:
                 text += fh.read()
         if self.node.fail_mode() == "fail-launch" or fail_mode_for_text(text) == "fail-launch":
-            say(f"Error: Failed to prepare cluster launch on head node ({self.local_ip}): the launch was refused "
-                f"(simulated failure, sim/fail-launch).")
+            say(
+                f"Error: Failed to prepare cluster launch on head node ({self.local_ip}): the launch was refused "
+                f"(simulated failure, sim/fail-launch)."
+            )
             raise Exit(1)
 
     # -- main flow --------------------------------------------------------------------------------
@@ -684,9 +770,13 @@ class Launcher:
                 signal.signal(sig, _raise_exit)
 
         if self.action == "exec":
-            if not self.solo and not self.no_ray and not self.launch_script and \
-                    re.search(r"(^|\s)vllm\s+serve(\s|$)", self.command) and \
-                    not re.search(r"--distributed-executor-backend(=|\s|$)", self.command):
+            if (
+                not self.solo
+                and not self.no_ray
+                and not self.launch_script
+                and re.search(r"(^|\s)vllm\s+serve(\s|$)", self.command)
+                and not re.search(r"--distributed-executor-backend(=|\s|$)", self.command)
+            ):
                 print("Adding --distributed-executor-backend ray for Ray mode.", file=sys.stderr, flush=True)
                 self.command = f"{self.command} --distributed-executor-backend ray"
             self.check_parallelism()

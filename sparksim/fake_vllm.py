@@ -30,13 +30,47 @@ from sparksim.common import DEFAULT_LOAD_SECONDS, DEFAULT_SILENT_SECONDS, FAIL_M
 
 VERSION = "0.11.1"
 VALUE_OPTS = {
-    "--served-model-name", "--host", "--port", "-tp", "--tensor-parallel-size", "-pp", "--pipeline-parallel-size",
-    "-dp", "--data-parallel-size", "--gpu-memory-utilization", "--max-model-len", "--max-num-seqs", "--dtype",
-    "--quantization", "-q", "--kv-cache-dtype", "--nnodes", "--node-rank", "--master-addr", "--master-port",
-    "--distributed-executor-backend", "--tokenizer", "--revision", "--download-dir", "--load-format",
-    "--max-num-batched-tokens", "--chat-template", "--tool-call-parser", "--reasoning-parser", "--api-key",
-    "--uvicorn-log-level", "--swap-space", "--seed", "--model", "--config", "--generation-config",
-    "--limit-mm-per-prompt", "--compilation-config", "-O", "--hf-overrides", "--speculative-config",
+    "--served-model-name",
+    "--host",
+    "--port",
+    "-tp",
+    "--tensor-parallel-size",
+    "-pp",
+    "--pipeline-parallel-size",
+    "-dp",
+    "--data-parallel-size",
+    "--gpu-memory-utilization",
+    "--max-model-len",
+    "--max-num-seqs",
+    "--dtype",
+    "--quantization",
+    "-q",
+    "--kv-cache-dtype",
+    "--nnodes",
+    "--node-rank",
+    "--master-addr",
+    "--master-port",
+    "--distributed-executor-backend",
+    "--tokenizer",
+    "--revision",
+    "--download-dir",
+    "--load-format",
+    "--max-num-batched-tokens",
+    "--chat-template",
+    "--tool-call-parser",
+    "--reasoning-parser",
+    "--api-key",
+    "--uvicorn-log-level",
+    "--swap-space",
+    "--seed",
+    "--model",
+    "--config",
+    "--generation-config",
+    "--limit-mm-per-prompt",
+    "--compilation-config",
+    "-O",
+    "--hf-overrides",
+    "--speculative-config",
 }
 
 
@@ -79,9 +113,19 @@ class Args:
 
 
 _BOOL_OPTS = {
-    "--headless", "--enforce-eager", "--trust-remote-code", "--enable-prefix-caching", "--no-enable-prefix-caching",
-    "--disable-log-requests", "--disable-log-stats", "--enable-auto-tool-choice", "--enable-chunked-prefill",
-    "--async-scheduling", "--enable-expert-parallel", "--disable-custom-all-reduce", "--enable-log-requests",
+    "--headless",
+    "--enforce-eager",
+    "--trust-remote-code",
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--disable-log-requests",
+    "--disable-log-stats",
+    "--enable-auto-tool-choice",
+    "--enable-chunked-prefill",
+    "--async-scheduling",
+    "--enable-expert-parallel",
+    "--disable-custom-all-reduce",
+    "--enable-log-requests",
 }
 
 
@@ -128,8 +172,28 @@ class EngineState:
         self.created = int(time.time())
 
 
-WORDS = ("the", "spark", "simulated", "model", "answers", "with", "a", "few", "plain", "words", "about", "unified",
-         "memory", "and", "tokens", "streamed", "over", "loopback", "quickly", "today")
+WORDS = (
+    "the",
+    "spark",
+    "simulated",
+    "model",
+    "answers",
+    "with",
+    "a",
+    "few",
+    "plain",
+    "words",
+    "about",
+    "unified",
+    "memory",
+    "and",
+    "tokens",
+    "streamed",
+    "over",
+    "loopback",
+    "quickly",
+    "today",
+)
 
 
 def _make_handler(engine: EngineState, log: Logger):
@@ -144,8 +208,10 @@ def _make_handler(engine: EngineState, log: Logger):
             pass
 
         def _access(self, code: int) -> None:
-            log.line(f"{log.prefix}INFO:     127.0.0.1:{self.client_address[1]} - \"{self.command} {self.path} "
-                     f"HTTP/1.1\" {code}")
+            log.line(
+                f'{log.prefix}INFO:     127.0.0.1:{self.client_address[1]} - "{self.command} {self.path} '
+                f'HTTP/1.1" {code}'
+            )
 
         def _send_json(self, code: int, payload) -> None:
             body = json.dumps(payload).encode()
@@ -176,15 +242,34 @@ def _make_handler(engine: EngineState, log: Logger):
                     self._send_text(200, "")
                 self._access(503 if engine.dead else 200)
             elif path == "/v1/models":
-                data = [{"id": name, "object": "model", "created": engine.created, "owned_by": "vllm",
-                         "root": engine.root_model, "parent": None, "max_model_len": engine.max_model_len,
-                         "permission": [{"id": f"modelperm-{uuid.uuid4().hex}", "object": "model_permission",
-                                         "created": engine.created, "allow_create_engine": False,
-                                         "allow_sampling": True, "allow_logprobs": True,
-                                         "allow_search_indices": False, "allow_view": True,
-                                         "allow_fine_tuning": False, "organization": "*", "group": None,
-                                         "is_blocking": False}]}
-                        for name in engine.served_names]
+                data = [
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": engine.created,
+                        "owned_by": "vllm",
+                        "root": engine.root_model,
+                        "parent": None,
+                        "max_model_len": engine.max_model_len,
+                        "permission": [
+                            {
+                                "id": f"modelperm-{uuid.uuid4().hex}",
+                                "object": "model_permission",
+                                "created": engine.created,
+                                "allow_create_engine": False,
+                                "allow_sampling": True,
+                                "allow_logprobs": True,
+                                "allow_search_indices": False,
+                                "allow_view": True,
+                                "allow_fine_tuning": False,
+                                "organization": "*",
+                                "group": None,
+                                "is_blocking": False,
+                            }
+                        ],
+                    }
+                    for name in engine.served_names
+                ]
                 self._send_json(200, {"object": "list", "data": data})
             elif path == "/metrics":
                 self._send_text(200, _metrics(engine), "text/plain; version=0.0.4; charset=utf-8")
@@ -214,8 +299,11 @@ def _make_handler(engine: EngineState, log: Logger):
                 self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
                 return
             if engine.dead:
-                self._error(500, "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-                            "InternalServerError")
+                self._error(
+                    500,
+                    "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+                    "InternalServerError",
+                )
                 return
             self._complete(path == "/v1/chat/completions", body, model or engine.served_names[0])
 
@@ -263,9 +351,24 @@ def _make_handler(engine: EngineState, log: Logger):
                 self.wfile.flush()
 
             if chat:
-                send(json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                              "logprobs": None, "finish_reason": None}]}))
+                send(
+                    json.dumps(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None,
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+                )
             for i in range(n_tokens):
                 time.sleep(0.05)
                 piece = ("" if i == 0 else " ") + WORDS[i % len(WORDS)]
@@ -273,19 +376,41 @@ def _make_handler(engine: EngineState, log: Logger):
                 finish = "length" if last else None
                 if chat:
                     choice = {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": finish}
-                    chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                             "choices": [choice]}
+                    chunk = {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [choice],
+                    }
                 else:
-                    chunk = {"id": rid, "object": "text_completion", "created": created, "model": model,
-                             "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}]}
+                    chunk = {
+                        "id": rid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}],
+                    }
                 send(json.dumps(chunk))
                 with engine.lock:
                     engine.generation_tokens += 1
             if (body.get("stream_options") or {}).get("include_usage"):
-                send(json.dumps({"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                                 "created": created, "model": model, "choices": [],
-                                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
-                                           "total_tokens": prompt_tokens + n_tokens}}))
+                send(
+                    json.dumps(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk" if chat else "text_completion",
+                            "created": created,
+                            "model": model,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": prompt_tokens,
+                                "completion_tokens": n_tokens,
+                                "total_tokens": prompt_tokens + n_tokens,
+                            },
+                        }
+                    )
+                )
             send("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -297,20 +422,40 @@ def _make_handler(engine: EngineState, log: Logger):
 def _completion(chat: bool, model: str, text: str, n_tokens: int, prompt_tokens: int) -> dict:
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens, "total_tokens": prompt_tokens + n_tokens}
     if chat:
-        return {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                                     "tool_calls": []},
-                                             "logprobs": None, "finish_reason": "length", "stop_reason": None}],
-                "usage": usage}
-    return {"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "length",
-                                         "stop_reason": None}], "usage": usage}
+        return {
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "tool_calls": []},
+                    "logprobs": None,
+                    "finish_reason": "length",
+                    "stop_reason": None,
+                }
+            ],
+            "usage": usage,
+        }
+    return {
+        "id": "cmpl-" + uuid.uuid4().hex,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}],
+        "usage": usage,
+    }
 
 
 def _metrics(engine: EngineState) -> str:
     with engine.lock:
-        running, gen, prompt, total = (engine.running, engine.generation_tokens, engine.prompt_tokens,
-                                       engine.requests_total)
+        running, gen, prompt, total = (
+            engine.running,
+            engine.generation_tokens,
+            engine.prompt_tokens,
+            engine.requests_total,
+        )
     labels = f'engine="0",model_name="{engine.served_names[0]}"'
     return (
         "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
@@ -362,7 +507,7 @@ def _resolve_local_path(path: str, container: dict | None) -> str | None:
             best = (dest, mount["Source"])
     if best is None:
         return None
-    host = os.path.normpath(best[1] + path[len(best[0]):])
+    host = os.path.normpath(best[1] + path[len(best[0]) :])
     return host if os.path.exists(host) else None
 
 
@@ -388,8 +533,15 @@ def ensure_repo_in_cache(hub_dir: str, repo: str) -> bool:
     with open(os.path.join(repo_dir, "refs", "main"), "w", encoding="utf-8") as fh:
         fh.write(commit)
     with open(os.path.join(snap, "config.json"), "w", encoding="utf-8") as fh:
-        json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "max_position_embeddings": 32768,
-                   "_name_or_path": repo}, fh)
+        json.dump(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "max_position_embeddings": 32768,
+                "_name_or_path": repo,
+            },
+            fh,
+        )
     return True
 
 
@@ -451,8 +603,11 @@ def serve(node: Node, argv: list[str]) -> int:
     if headless:
         log = Logger(f"(EngineCore_DP0 pid={pid}) ")
         log.info("__init__.py:216", "Automatically detected platform cuda.")
-        log.info("launcher.py:121", f"Headless mode: node rank {rank} of {nnodes}, master "
-                                    f"{args.get('--master-addr')}:{args.get('--master-port')}")
+        log.info(
+            "launcher.py:121",
+            f"Headless mode: node rank {rank} of {nnodes}, master "
+            f"{args.get('--master-addr')}:{args.get('--master-port')}",
+        )
     else:
         log.info("__init__.py:216", "Automatically detected platform cuda.", prefix="")
         log.info("api_server.py:1839", f"vLLM API server version {VERSION}")
@@ -467,26 +622,48 @@ def serve(node: Node, argv: list[str]) -> int:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
-            _traceback(log, api, [
-                ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
-                (f"{SITE}/vllm/entrypoints/openai/api_server.py", 1950, "run_server",
-                 "sock = create_server_socket(sock_addr)"),
-                (f"{SITE}/vllm/entrypoints/openai/api_server.py", 1904, "create_server_socket", "sock.bind(addr)"),
-            ], f"OSError: [Errno {exc.errno}] Address already in use")
+            _traceback(
+                log,
+                api,
+                [
+                    ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+                    (
+                        f"{SITE}/vllm/entrypoints/openai/api_server.py",
+                        1950,
+                        "run_server",
+                        "sock = create_server_socket(sock_addr)",
+                    ),
+                    (f"{SITE}/vllm/entrypoints/openai/api_server.py", 1904, "create_server_socket", "sock.bind(addr)"),
+                ],
+                f"OSError: [Errno {exc.errno}] Address already in use",
+            )
             return 1
 
     # Resolve the model.
     if is_path:
         host_path = _resolve_local_path(model, container)
         if host_path is None or not os.path.isdir(host_path):
-            _traceback(log, api, [
-                ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
-                (f"{SITE}/vllm/transformers_utils/config.py", 506, "get_config",
-                 "config_dict, _ = PretrainedConfig.get_config_dict("),
-                (f"{SITE}/huggingface_hub/utils/_validators.py", 154, "validate_repo_id",
-                 "raise HFValidationError("),
-            ], f"huggingface_hub.errors.HFValidationError: Repo id must be in the form 'repo_name' or "
-               f"'namespace/repo_name': '{model}'. Use `repo_type` argument if needed.")
+            _traceback(
+                log,
+                api,
+                [
+                    ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+                    (
+                        f"{SITE}/vllm/transformers_utils/config.py",
+                        506,
+                        "get_config",
+                        "config_dict, _ = PretrainedConfig.get_config_dict(",
+                    ),
+                    (
+                        f"{SITE}/huggingface_hub/utils/_validators.py",
+                        154,
+                        "validate_repo_id",
+                        "raise HFValidationError(",
+                    ),
+                ],
+                f"huggingface_hub.errors.HFValidationError: Repo id must be in the form 'repo_name' or "
+                f"'namespace/repo_name': '{model}'. Use `repo_type` argument if needed.",
+            )
             log.line(f"{api}OSError: {model} does not appear to have a file named config.json.")
             return 1
     else:
@@ -500,20 +677,32 @@ def serve(node: Node, argv: list[str]) -> int:
     log.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
     log.info("model.py:1510", f"Using max model len {max_len}")
     if not headless and nnodes == 1 and tp * pp > 1:
-        _traceback(log, api, [
-            ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
-            (f"{SITE}/vllm/config/parallel.py", 440, "__post_init__", "raise ValueError("),
-        ], f"ValueError: World size ({tp * pp}) is larger than the number of available GPUs (1) in this node. "
-           f"If this is intentional and you are using: - ray, set '--distributed-executor-backend ray'. "
-           f"- multiprocessing, set '--nnodes' and '--node-rank'.")
+        _traceback(
+            log,
+            api,
+            [
+                ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+                (f"{SITE}/vllm/config/parallel.py", 440, "__post_init__", "raise ValueError("),
+            ],
+            f"ValueError: World size ({tp * pp}) is larger than the number of available GPUs (1) in this node. "
+            f"If this is intentional and you are using: - ray, set '--distributed-executor-backend ray'. "
+            f"- multiprocessing, set '--nnodes' and '--node-rank'.",
+        )
         return 1
     if nnodes > 1:
-        log.info("parallel_state.py:1208", f"world_size={tp * pp} rank={rank} local_rank=0 "
-                                           f"distributed_init_method=tcp://{args.get('--master-addr')}:"
-                                           f"{args.get('--master-port')} backend=nccl", prefix=core)
-    log.info("core.py:93", f"Initializing a V1 LLM engine (v{VERSION}) with config: model={model!r}, "
-                           f"served_model_name={served[0]}, max_seq_len={max_len}, tensor_parallel_size={tp}",
-             prefix=core)
+        log.info(
+            "parallel_state.py:1208",
+            f"world_size={tp * pp} rank={rank} local_rank=0 "
+            f"distributed_init_method=tcp://{args.get('--master-addr')}:"
+            f"{args.get('--master-port')} backend=nccl",
+            prefix=core,
+        )
+    log.info(
+        "core.py:93",
+        f"Initializing a V1 LLM engine (v{VERSION}) with config: model={model!r}, "
+        f"served_model_name={served[0]}, max_seq_len={max_len}, tensor_parallel_size={tp}",
+        prefix=core,
+    )
     log.info("gpu_model_runner.py:2338", f"Starting to load model {model}...", prefix=core)
 
     weight_gib = round(gpu_util * meminfo.USABLE_GIB * (0.5 if nnodes > 1 else 0.75), 1)
@@ -524,18 +713,34 @@ def serve(node: Node, argv: list[str]) -> int:
 
     if mode == "oom":
         _sleep(0.3 * load)
-        _traceback(log, core, [
-            (f"{SITE}/vllm/v1/engine/core.py", 699, "run_engine_core", "engine_core = EngineCoreProc(*args, **kwargs)"),
-            (f"{SITE}/vllm/model_executor/model_loader/base_loader.py", 49, "load_model",
-             "model = initialize_model(vllm_config=vllm_config,"),
-            (f"{SITE}/torch/nn/modules/module.py", 1355, "to", "return self._apply(convert)"),
-        ], "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity "
-           "of 119.70 GiB of which 412.00 MiB is free. Including non-PyTorch memory, this process has 117.20 GiB "
-           "memory in use. Of the allocated memory 115.91 GiB is allocated by PyTorch, and 612.33 MiB is reserved "
-           "by PyTorch but unallocated.")
+        _traceback(
+            log,
+            core,
+            [
+                (
+                    f"{SITE}/vllm/v1/engine/core.py",
+                    699,
+                    "run_engine_core",
+                    "engine_core = EngineCoreProc(*args, **kwargs)",
+                ),
+                (
+                    f"{SITE}/vllm/model_executor/model_loader/base_loader.py",
+                    49,
+                    "load_model",
+                    "model = initialize_model(vllm_config=vllm_config,",
+                ),
+                (f"{SITE}/torch/nn/modules/module.py", 1355, "to", "return self._apply(convert)"),
+            ],
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity "
+            "of 119.70 GiB of which 412.00 MiB is free. Including non-PyTorch memory, this process has 117.20 GiB "
+            "memory in use. Of the allocated memory 115.91 GiB is allocated by PyTorch, and 612.33 MiB is reserved "
+            "by PyTorch but unallocated.",
+        )
         log.error("core_client.py:564", "Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.")
-        log.line(f"{api}RuntimeError: Engine core initialization failed. See root cause above. "
-                 f"Failed core proc(s): {{'EngineCore_DP0': 1}}")
+        log.line(
+            f"{api}RuntimeError: Engine core initialization failed. See root cause above. "
+            f"Failed core proc(s): {{'EngineCore_DP0': 1}}"
+        )
         _release(node, mem_key)
         return 1
 
@@ -544,17 +749,25 @@ def serve(node: Node, argv: list[str]) -> int:
         name = os.environ.get("SPARKSIM_CONTAINER")
         if name:
             # Stop our own container from outside it, as if the daemon or the OOM killer had done it.
-            subprocess.Popen([os.path.join(node.bin, "docker"), "stop", name], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                             env={k: v for k, v in os.environ.items() if k != "SPARKSIM_CID"})
+            subprocess.Popen(
+                [os.path.join(node.bin, "docker"), "stop", name],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env={k: v for k, v in os.environ.items() if k != "SPARKSIM_CID"},
+            )
             _hold_forever()
         return 137
 
     _sleep(0.5 * load)
     load_time = round(0.5 * load + random.uniform(0.01, 0.05), 2)
     log.info("default_loader.py:267", f"Loading weights took {load_time:.2f} seconds", prefix=core)
-    log.info("gpu_model_runner.py:2392", f"Model loading took {weight_gib:.4f} GiB and {load_time + 0.3:.6f} seconds",
-             prefix=core)
+    log.info(
+        "gpu_model_runner.py:2392",
+        f"Model loading took {weight_gib:.4f} GiB and {load_time + 0.3:.6f} seconds",
+        prefix=core,
+    )
     try:
         meminfo.set_usage(node, mem_key, weight_gib)
     except OSError:
@@ -566,12 +779,18 @@ def serve(node: Node, argv: list[str]) -> int:
         log.info("backends.py:215", f"Compiling a graph for dynamic shape takes {silent:.2f} s", prefix=core)
     log.info("monitor.py:34", "torch.compile takes 0.00 s in total", prefix=core)
     log.info("gpu_worker.py:298", f"Available KV cache memory: {weight_gib * 0.3:.2f} GiB", prefix=core)
-    log.info("gpu_model_runner.py:3118", "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): "
-                                         "100%|##########| 67/67", prefix=core)
+    log.info(
+        "gpu_model_runner.py:3118",
+        "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67",
+        prefix=core,
+    )
     _sleep(0.3 * load)
     log.info("gpu_model_runner.py:3294", "Graph capturing finished in 1 secs, took 0.52 GiB", prefix=core)
-    log.info("core.py:210", f"init engine (profile, create kv cache, warmup model) took {0.3 * load + 0.1:.2f} "
-                            f"seconds", prefix=core)
+    log.info(
+        "core.py:210",
+        f"init engine (profile, create kv cache, warmup model) took {0.3 * load + 0.1:.2f} seconds",
+        prefix=core,
+    )
 
     if headless:
         log.info("core.py:752", f"Worker rank {rank} ready; waiting for the head node.", prefix=core)
@@ -602,17 +821,25 @@ def serve(node: Node, argv: list[str]) -> int:
     node.record("vllm", argv, "ready", port=port, served_model_name=served[0])
 
     if mode == "dies-after-ready":
+
         def die() -> None:
             time.sleep(1.0)
             engine.dead = True
             log.error("core.py:785", "EngineCore encountered a fatal error.", prefix=core)
-            _traceback(log, core, [
-                (f"{SITE}/vllm/v1/engine/core.py", 776, "run_engine_core", "engine_core.run_busy_loop()"),
-                (f"{SITE}/vllm/v1/engine/core.py", 803, "run_busy_loop", "self._process_engine_step()"),
-            ], "RuntimeError: CUDA error: an illegal memory access was encountered")
+            _traceback(
+                log,
+                core,
+                [
+                    (f"{SITE}/vllm/v1/engine/core.py", 776, "run_engine_core", "engine_core.run_busy_loop()"),
+                    (f"{SITE}/vllm/v1/engine/core.py", 803, "run_busy_loop", "self._process_engine_step()"),
+                ],
+                "RuntimeError: CUDA error: an illegal memory access was encountered",
+            )
             log.error("async_llm.py:480", "AsyncLLM output_handler failed.")
-            log.line(f"{api}vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. "
-                     f"See stack trace (above) for the root cause.")
+            log.line(
+                f"{api}vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. "
+                f"See stack trace (above) for the root cause."
+            )
 
         threading.Thread(target=die, daemon=True).start()
 

@@ -86,8 +86,9 @@ def _render(node: Node, state: dict) -> None:
         ("Shmem", 65_536),
         ("HugePages_Total", 0),
     ]
-    text = "".join(f"{k + ':':<16}{v:>8} kB\n" if not k.startswith("HugePages") else f"{k + ':':<16}{v:>8}\n"
-                   for k, v in lines)
+    text = "".join(
+        f"{k + ':':<16}{v:>8} kB\n" if not k.startswith("HugePages") else f"{k + ':':<16}{v:>8}\n" for k, v in lines
+    )
     atomic_write(node.meminfo, text)
 
 
@@ -121,11 +122,20 @@ def release(node: Node, prefix: str) -> None:
             state["updater_until"] = now + duration
     if spawn:
         subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c",
-             "import sys; sys.path.insert(0, sys.argv[1]); from sparksim.meminfo import updater; updater(sys.argv[2])",
-             package_parent(), node.dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "SPARKSIM_ROOT": node.root},
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); import sparksim.meminfo as m; m.updater(sys.argv[2])",
+                package_parent(),
+                node.dir,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "SPARKSIM_ROOT": node.root},
         )
 
 

@@ -33,16 +33,25 @@ class Shell:
             node = self.sim.node(node_name)
             client = paramiko.SSHClient()
             keytype, b64 = node.host_key_line.split()[:2]
-            client.get_host_keys().add(f"[{node.host}]:{node.port}", keytype,
-                                       paramiko.Ed25519Key(data=base64.b64decode(b64)))
+            client.get_host_keys().add(
+                f"[{node.host}]:{node.port}", keytype, paramiko.Ed25519Key(data=base64.b64decode(b64))
+            )
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect(node.host, port=node.port, username=node.user, key_filename=self.sim.client_key_path,
-                           look_for_keys=False, allow_agent=False, timeout=10)
+            client.connect(
+                node.host,
+                port=node.port,
+                username=node.user,
+                key_filename=self.sim.client_key_path,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+            )
             self.clients[node_name] = client
         return self.clients[node_name]
 
-    def run(self, command: str, node: str | None = None, stdin: str | None = None,
-            timeout: float = 30) -> tuple[int, str, str]:
+    def run(
+        self, command: str, node: str | None = None, stdin: str | None = None, timeout: float = 30
+    ) -> tuple[int, str, str]:
         client = self.client(node or self.sim.head.name)
         chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
         if stdin is not None:

@@ -130,8 +130,9 @@ def test_meminfo_drops_while_loaded_and_recovers_gradually(sim, shell, t0):
     rc, out, _ = shell.run("cat $SPARKSIM_MEMINFO")
     assert out.startswith("MemTotal:") and "MemAvailable:" in out
     shell.launcher(f"--solo -d exec vllm serve sim/tiny-model --served-model-name t --port {sim.vllm_port}")
-    wait_for(lambda: sim.records(prog="vllm", event="ready", since=t0)
-             and sim.mem_available_kb(sim.head.name) < idle - 40e6)
+    wait_for(
+        lambda: sim.records(prog="vllm", event="ready", since=t0) and sim.mem_available_kb(sim.head.name) < idle - 40e6
+    )
     shell.launcher("--solo stop")
     just_after = sim.mem_available_kb(sim.head.name)
     assert just_after < idle - 20e6  # memory comes back late

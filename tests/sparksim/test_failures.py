@@ -14,8 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def launch(sim, shell, repo: str, name: str = "m", env: str = "") -> tuple[int, str]:
-    rc, out, _ = shell.run(f"{env} ~/spark-vllm-docker/launch-cluster.sh --solo -d exec vllm serve {repo} "
-                           f"--served-model-name {name} --host 0.0.0.0 --port {sim.vllm_port}")
+    rc, out, _ = shell.run(
+        f"{env} ~/spark-vllm-docker/launch-cluster.sh --solo -d exec vllm serve {repo} "
+        f"--served-model-name {name} --host 0.0.0.0 --port {sim.vllm_port}"
+    )
     return rc, out
 
 
@@ -98,8 +100,10 @@ def test_silent_compile(sim, shell):
         rc, _ = launch(sim, shell, "sim/silent-compile", name="quiet")
         assert rc == 0
         wait_for(lambda: served_models(sim.vllm_port) == ["quiet"], timeout=10)
-        stamps = [float(line.split(" ", 1)[0]) for line in
-                  open(f"{sim.head.dir}/containers/vllm_node/log").read().splitlines()]
+        stamps = [
+            float(line.split(" ", 1)[0])
+            for line in open(f"{sim.head.dir}/containers/vllm_node/log").read().splitlines()
+        ]
         gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
         assert max(gaps) >= 0.95
     finally:
@@ -112,8 +116,12 @@ def test_wedged(sim, shell):
     wait_for(lambda: served_models(sim.vllm_port) == ["stuck"])
     assert http("GET", f"http://127.0.0.1:{sim.vllm_port}/health")[0] == 200
     with pytest.raises((TimeoutError, urllib.error.URLError, socket.timeout)):
-        http("POST", f"http://127.0.0.1:{sim.vllm_port}/v1/completions",
-             {"model": "stuck", "prompt": "hi", "max_tokens": 1}, timeout=0.5)
+        http(
+            "POST",
+            f"http://127.0.0.1:{sim.vllm_port}/v1/completions",
+            {"model": "stuck", "prompt": "hi", "max_tokens": 1},
+            timeout=0.5,
+        )
     _, metrics = http("GET", f"http://127.0.0.1:{sim.vllm_port}/metrics")
     assert 'vllm:num_requests_running{engine="0",model_name="stuck"} 1.0' in metrics
     assert 'vllm:generation_tokens_total{engine="0",model_name="stuck"} 0.0' in metrics

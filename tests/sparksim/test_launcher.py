@@ -20,15 +20,19 @@ def nodes_arg(sim) -> str:
 
 
 def serve_args(sim, repo: str, name: str, extra: str = "", port: int | None = None) -> str:
-    return (f"-n {nodes_arg(sim)} -d exec vllm serve {repo} --served-model-name {name} --host 0.0.0.0 "
-            f"--port {port or sim.vllm_port} {extra}").strip()
+    return (
+        f"-n {nodes_arg(sim)} -d exec vllm serve {repo} --served-model-name {name} --host 0.0.0.0 "
+        f"--port {port or sim.vllm_port} {extra}"
+    ).strip()
 
 
 def test_session_environment_is_the_nodes(sim, shell):
     for node in sim.nodes:
-        rc, out, _ = shell.run("echo $HOME; echo $PATH; echo $SPARKSIM_NODE; echo $SPARKSIM_IP; "
-                               "ls -d $HOME/.cache/huggingface/hub/models--sim--tiny-model; command -v docker vllm",
-                               node=node.name)
+        rc, out, _ = shell.run(
+            "echo $HOME; echo $PATH; echo $SPARKSIM_NODE; echo $SPARKSIM_IP; "
+            "ls -d $HOME/.cache/huggingface/hub/models--sim--tiny-model; command -v docker vllm",
+            node=node.name,
+        )
         home, path, name, ip, cache, docker, vllm = out.split()
         assert rc == 0
         assert home == node.dir
@@ -75,18 +79,23 @@ def test_exec_daemon_serves_the_model_after_the_load_delay(sim, shell, t0):
 
     status, _ = http("GET", f"http://127.0.0.1:{sim.vllm_port}/health")
     assert status == 200
-    status, text = http("POST", f"http://127.0.0.1:{sim.vllm_port}/v1/chat/completions",
-                        {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+    status, text = http(
+        "POST",
+        f"http://127.0.0.1:{sim.vllm_port}/v1/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    )
     assert status == 200 and json.loads(text)["choices"][0]["message"]["content"]
-    status, text = http("POST", f"http://127.0.0.1:{sim.vllm_port}/v1/completions",
-                        {"model": "other", "prompt": "hi"})
+    status, text = http("POST", f"http://127.0.0.1:{sim.vllm_port}/v1/completions", {"model": "other", "prompt": "hi"})
     assert status == 404
 
     # Streaming: SSE chunks spaced in time, then [DONE]; metrics count the tokens.
     conn = HTTPConnection("127.0.0.1", sim.vllm_port, timeout=5)
-    conn.request("POST", "/v1/chat/completions", json.dumps({"model": "tiny", "stream": True, "max_tokens": 4,
-                                                             "messages": [{"role": "user", "content": "x"}]}),
-                 {"content-type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": "tiny", "stream": True, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}),
+        {"content-type": "application/json"},
+    )
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
     read_start = time.time()
@@ -104,8 +113,17 @@ def test_exec_daemon_serves_the_model_after_the_load_delay(sim, shell, t0):
 
     # Records: the launcher's argv as received, docker on both nodes, port_open and ready of vLLM.
     launches = sim.records(prog="launch-cluster.sh")
-    assert launches[-1]["argv"][-9:] == ["sim/tiny-model", "--served-model-name", "tiny", "--host", "0.0.0.0",
-                                         "--port", str(sim.vllm_port), "-tp", "2"]
+    assert launches[-1]["argv"][-9:] == [
+        "sim/tiny-model",
+        "--served-model-name",
+        "tiny",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(sim.vllm_port),
+        "-tp",
+        "2",
+    ]
     assert launches[-1]["node"] == sim.head.name and launches[-1]["t"] >= started - 1
     docker_nodes = {r["node"] for r in sim.records(prog="docker", since=t0) if r["argv"][:1] == ["run"]}
     assert docker_nodes == {sim.head.name, sim.workers[0].name}
@@ -196,8 +214,9 @@ def test_foreground_exec_stops_the_cluster_when_it_ends(sim, shell):
 
 def test_missing_mount_fails_the_launch(sim, shell):
     extra = "VLLM_SPARK_EXTRA_DOCKER_ARGS='-v /nonexistent/sparksim-model:/nonexistent/sparksim-model:ro'"
-    rc, out, err = shell.run(f"{extra} ~/spark-vllm-docker/launch-cluster.sh "
-                             f"{serve_args(sim, '/nonexistent/sparksim-model', 'x')}")
+    rc, out, err = shell.run(
+        f"{extra} ~/spark-vllm-docker/launch-cluster.sh {serve_args(sim, '/nonexistent/sparksim-model', 'x')}"
+    )
     assert rc == 1
     assert "bind source path does not exist: /nonexistent/sparksim-model" in out + err
     assert sim.containers(sim.head.name) == []
@@ -209,8 +228,9 @@ def test_local_model_served_through_a_mount(sim, shell):
     path = sim.make_local_model("ten31-v2")
     assert path == f"{sim.root}/models/ten31-v2"
     extra = shlex.quote(f"-v {path}:{path}:ro")
-    rc, out, _ = shell.run(f"VLLM_SPARK_EXTRA_DOCKER_ARGS={extra} ~/spark-vllm-docker/launch-cluster.sh "
-                           f"{serve_args(sim, path, 'ten31')}")
+    rc, out, _ = shell.run(
+        f"VLLM_SPARK_EXTRA_DOCKER_ARGS={extra} ~/spark-vllm-docker/launch-cluster.sh {serve_args(sim, path, 'ten31')}"
+    )
     assert rc == 0, out
     wait_for(lambda: served_models(sim.vllm_port) == ["ten31"])
     rc, out, _ = shell.run("docker inspect vllm_node")
@@ -230,7 +250,9 @@ def test_local_model_not_mounted_crashes_vllm(sim, shell):
 def test_secret_on_stdin_reaches_the_container_not_argv(sim, shell):
     rc, out, _ = shell.run(
         "read -r HF_TOKEN; export HF_TOKEN; ~/spark-vllm-docker/launch-cluster.sh -e HF_TOKEN "
-        + serve_args(sim, "sim/tiny-model", "tiny"), stdin="hf_sekret123\n")
+        + serve_args(sim, "sim/tiny-model", "tiny"),
+        stdin="hf_sekret123\n",
+    )
     assert rc == 0, out
     rc, out, _ = shell.run("docker exec vllm_node bash -c 'echo $HF_TOKEN'")
     assert out.strip() == "hf_sekret123"

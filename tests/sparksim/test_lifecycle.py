@@ -47,8 +47,9 @@ def test_no_process_remains_after_the_context_exits(tmp_path):
         shell = Shell(sim)
         try:
             ips = ",".join(n.ip for n in sim.nodes)
-            rc, out, _ = shell.launcher(f"-n {ips} -d exec vllm serve sim/tiny-model --served-model-name t "
-                                        f"--port {sim.vllm_port} -tp 2")
+            rc, out, _ = shell.launcher(
+                f"-n {ips} -d exec vllm serve sim/tiny-model --served-model-name t --port {sim.vllm_port} -tp 2"
+            )
             assert rc == 0, out
             wait_for(lambda: served_models(sim.vllm_port) == ["t"])
             # A follower and a stray background process inside a session, both left running.
@@ -66,9 +67,13 @@ def test_no_process_remains_after_the_context_exits(tmp_path):
 
 def test_cli_up_record_down(tmp_path):
     root = tmp_path / "cli"
-    proc = subprocess.Popen([sys.executable, "-m", "sparksim", "up", "--root", str(root), "--nodes", "1",
-                             "--load-seconds", "0.2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparksim", "up", "--root", str(root), "--nodes", "1", "--load-seconds", "0.2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         while True:
@@ -81,15 +86,37 @@ def test_cli_up_record_down(tmp_path):
         assert info["root"] == str(root) and len(info["nodes"]) == 1
         assert info["nodes"][0]["host_key_line"].startswith("ssh-ed25519 AAAA")
         assert os.path.exists(info["client_key_path"]) and info["launcher_path"].endswith("launch-cluster.sh")
-        ssh = ["ssh", "-i", info["client_key_path"], "-p", str(info["nodes"][0]["port"]), "-o", "BatchMode=yes",
-               "-o", f"UserKnownHostsFile={info['known_hosts_path']}", "-o", "StrictHostKeyChecking=yes",
-               f"{info['user']}@127.0.0.1", "docker ps -q"]
+        ssh = [
+            "ssh",
+            "-i",
+            info["client_key_path"],
+            "-p",
+            str(info["nodes"][0]["port"]),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={info['known_hosts_path']}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            f"{info['user']}@127.0.0.1",
+            "docker ps -q",
+        ]
         assert subprocess.run(ssh, capture_output=True, timeout=30).returncode == 0
-        out = subprocess.run([sys.executable, "-m", "sparksim", "record", "--root", str(root), "--prog", "docker"],
-                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "sparksim", "record", "--root", str(root), "--prog", "docker"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert json.loads(out.splitlines()[-1])["argv"] == ["ps", "-q"]
-        subprocess.run([sys.executable, "-m", "sparksim", "down", "--root", str(root)], cwd=REPO, check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "sparksim", "down", "--root", str(root)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
