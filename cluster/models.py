@@ -76,6 +76,39 @@ class ClusterSettings(models.Model):
     )
     swap_timeout_s = models.PositiveIntegerField("swap timeout (s)", default=1800, validators=[MinValueValidator(10)])
     hf_home = models.CharField("HF home", max_length=1024, blank=True, help_text="Blank: ~/.cache/huggingface.")
+    probe_status_interval_s = models.PositiveIntegerField(
+        "status sweep every (s)", default=15, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+    )
+    probe_deep_interval_s = models.PositiveIntegerField(
+        "deep health sweep every (s)", default=300, validators=[MinValueValidator(10), MaxValueValidator(86400)]
+    )
+    probe_connectivity_interval_s = models.PositiveIntegerField(
+        "connectivity sweep every (s)", default=60, validators=[MinValueValidator(5), MaxValueValidator(86400)]
+    )
+    probe_timeout_s = models.FloatField(
+        "probe timeout (s)",
+        default=5.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(120)],
+        help_text="Overall deadline of one status or connectivity probe.",
+    )
+    probe_deep_timeout_s = models.FloatField(
+        "deep probe timeout (s)",
+        default=15.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(600)],
+        help_text="Overall deadline of one deep probe (a one-token completion, an embedding, a synthesis...).",
+    )
+    engine_wedged_after_s = models.PositiveIntegerField(
+        "engine wedged after (s)",
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="vLLM is degraded when requests run but no token is generated for this long.",
+    )
+    probe_history = models.PositiveIntegerField(
+        "probe history kept",
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="Results kept per service and sweep kind; older ones are pruned on write.",
+    )
 
     DEFAULT_VLLM_PORT = 8888
     DEFAULT_CONTAINER = "vllm_node"
@@ -137,3 +170,105 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ProbeStatus(models.TextChoices):
+    UP = "up", "up"
+    DEGRADED = "degraded", "degraded"
+    DOWN = "down", "down"
+    UNKNOWN = "unknown", "unknown"
+
+
+class SweepKind(models.TextChoices):
+    STATUS = "status", "status"
+    DEEP = "deep", "deep health"
+    CONNECTIVITY = "connectivity", "connectivity"
+
+
+class ProbeResult(models.Model):
+    """One probe of a service (or of a Spark's SSH reachability) by one sweep; a bounded history per target."""
+
+    service = models.ForeignKey(Service, null=True, blank=True, on_delete=models.CASCADE, related_name="probe_results")
+    host = models.ForeignKey(SparkHost, null=True, blank=True, on_delete=models.CASCADE, related_name="probe_results")
+    sweep = models.CharField(max_length=16, choices=SweepKind.choices)
+    status = models.CharField(max_length=16, choices=ProbeStatus.choices)
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="probe_result_one_target",
+                condition=Q(service__isnull=False, host__isnull=True) | Q(service__isnull=True, host__isnull=False),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["service", "sweep", "-checked_at"], name="probe_result_service_latest"),
+            models.Index(fields=["host", "sweep", "-checked_at"], name="probe_result_host_latest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id or self.host_id} {self.sweep} {self.status}"
+
+
+class ServiceStatus(models.Model):
+    """The latest result of one sweep kind for one service: what tiles and /api/endpoints show."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="statuses")
+    sweep = models.CharField(max_length=16, choices=SweepKind.choices)
+    status = models.CharField(max_length=16, choices=ProbeStatus.choices)
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "service statuses"
+        constraints = [models.UniqueConstraint(fields=["service", "sweep"], name="one_status_per_service_sweep")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.sweep} {self.status}"
+
+
+class HostStatus(models.Model):
+    """The latest SSH reachability of a Spark (connect and authenticate with its pinned host key)."""
+
+    host = models.OneToOneField(SparkHost, on_delete=models.CASCADE, related_name="reachability")
+    status = models.CharField(max_length=16, choices=ProbeStatus.choices)
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "host statuses"
+
+    def __str__(self) -> str:
+        return f"{self.host_id} {self.status}"
+
+
+class EngineSample(models.Model):
+    """The last `/metrics` sample of a vLLM service, to tell a wedged engine from a busy or idle one."""
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, related_name="engine_sample")
+    requests_running = models.FloatField()
+    generation_tokens = models.FloatField()
+    sampled_at = models.DateTimeField()
+    stalled_since = models.DateTimeField(
+        null=True, blank=True, help_text="Since when requests run without the token counter moving."
+    )
+
+    def __str__(self) -> str:
+        return f"{self.service_id} running={self.requests_running} tokens={self.generation_tokens}"
+
+
+class SweepLease(models.Model):
+    """The next due time of a periodic sweep: claimed by one conditional UPDATE, so one worker wins each period."""
+
+    sweep = models.CharField(max_length=16, choices=SweepKind.choices, primary_key=True)
+    next_due = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=128, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.sweep} due {self.next_due:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,512 @@
+"""The one module that probes services: HTTP per service kind, TCP ports, and SSH reachability of the Sparks.
+
+Every probe runs under an overall deadline (`asyncio.timeout`). httpx's timeouts are per phase (connect, each
+read, ...): a server that drips one byte every half second never trips a read timeout and would hold a probe for
+many times its timeout. Probes take plain values (`ProbeTarget`), never model instances, and touch no database:
+sweeps read the database before and write it after the network phase.
+
+A probe never raises: it returns a `ProbeOutcome` whose detail is short and carries no URL (URLs may hold
+credentials) and no response body beyond a few words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import socket
+import time
+import wave
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cluster.models import ProbeStatus, ServiceKind, SparkHost
+
+UP = ProbeStatus.UP.value
+DEGRADED = ProbeStatus.DEGRADED.value
+DOWN = ProbeStatus.DOWN.value
+UNKNOWN = ProbeStatus.UNKNOWN.value
+DETAIL_MAX = 200
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """What one probe found: up | degraded | down | unknown, how long it took, and a short reason."""
+
+    status: str
+    latency_ms: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What a probe needs to know about a service, read from the database before any I/O."""
+
+    key: str
+    kind: str
+    base_url: str
+    health_path: str = ""
+    expected_status: int = 200
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """The two vLLM counters that tell a wedged engine: requests in the batch, tokens generated so far."""
+
+    requests_running: float
+    generation_tokens: float
+
+
+class _Progress:
+    """How far a probe got: a timeout after the service answered its cheap check reads as degraded, not down."""
+
+    def __init__(self) -> None:
+        self.step = "connect"
+        self.answered = False
+
+
+Work = Callable[[_Progress], Awaitable[tuple[str, str]]]
+
+
+def _short(text: str, limit: int = DETAIL_MAX) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The operating-system error under an httpx/anyio wrapper ("All connection attempts failed" hides it)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def _error_detail(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    os_error = _os_error(exc)
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(os_error, socket.gaierror):
+        return "host name not resolved"
+    if isinstance(exc, httpx.ConnectError | OSError):
+        reason = (os_error.strerror if os_error is not None else None) or type(exc).__name__
+        return f"cannot connect: {_short(reason, 80)}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{type(exc).__name__}"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return f"connection broke: {_short(str(exc) or type(exc).__name__, 80)}"
+    return f"{type(exc).__name__}: {_short(str(exc), 80)}"
+
+
+async def _bounded(work: Work, *, timeout: float) -> ProbeOutcome:
+    """Run one probe under an overall deadline and turn every failure into an outcome."""
+    progress = _Progress()
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            status, detail = await work(progress)
+    except TimeoutError:
+        status = DEGRADED if progress.answered else DOWN
+        detail = f"{progress.step}: no answer within {timeout:g} s"
+    except (httpx.HTTPError, OSError) as exc:
+        status = DEGRADED if progress.answered else DOWN
+        detail = f"{progress.step}: {_error_detail(exc)}"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it never takes the sweep down
+        status = UNKNOWN
+        detail = f"{progress.step}: probe error {_error_detail(exc)}"
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    return ProbeOutcome(status=status, latency_ms=latency_ms, detail=_short(detail))
+
+
+def _bad_status(response: httpx.Response, what: str) -> tuple[str, str]:
+    """A 5xx means the service is broken (down); any other surprise means it answers, but wrongly."""
+    status = DOWN if response.status_code >= 500 else DEGRADED
+    return status, f"{what}: HTTP {response.status_code}"
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _model_ids(document: Any) -> list[str]:
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return []
+    return [str(item["id"]) for item in document["data"] if isinstance(item, dict) and item.get("id")]
+
+
+def _expected(expected: str | Sequence[str] | None) -> tuple[str, ...]:
+    if not expected:
+        return ()
+    return (expected,) if isinstance(expected, str) else tuple(expected)
+
+
+async def _get_ok(client: httpx.AsyncClient, progress: _Progress, url: str, path: str, expected: int = 200):  # type: ignore[no-untyped-def]
+    """GET a health path; returns the response when it is the expected status, else the (status, detail) pair."""
+    progress.step = f"GET {path}"
+    response = await client.get(url + path)
+    if response.status_code != expected:
+        return None, _bad_status(response, f"GET {path}")
+    progress.answered = True
+    return response, None
+
+
+async def _served_models(client: httpx.AsyncClient, progress: _Progress, base_url: str) -> tuple[list[str] | None, Any]:
+    response, failure = await _get_ok(client, progress, base_url, "/v1/models")
+    if failure:
+        return None, failure
+    names = _model_ids(_json(response))
+    if not names:
+        return None, (DEGRADED, "GET /v1/models: no model listed")
+    return names, None
+
+
+def _pick_model(names: Sequence[str], wanted: Sequence[str]) -> str:
+    for name in wanted:
+        if name in names:
+            return name
+    return names[0]
+
+
+async def probe_vllm_endpoint(
+    client: httpx.AsyncClient,
+    base_url: str,
+    *,
+    expected_model: str | Sequence[str] | None = None,
+    timeout: float,
+    deep: bool = False,
+) -> ProbeOutcome:
+    """vLLM (or any OpenAI-style completion server): `/v1/models` lists the expected served name; deep: one token.
+
+    `/health` can stay green while the engine is wedged, so the deep check sends a one-token completion and a
+    failure or a timeout there reads as degraded.
+    """
+    wanted = _expected(expected_model)
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        names, failure = await _served_models(client, progress, base_url)
+        if failure:
+            return failure
+        if wanted and not set(wanted) & set(names):
+            return DEGRADED, f"wrong model: serves {', '.join(names)}, expected {', '.join(wanted)}"
+        model = _pick_model(names, wanted)
+        if not deep:
+            return UP, f"serves {', '.join(names)}"
+        progress.step = "one-token completion"
+        response = await client.post(
+            f"{base_url}/v1/completions", json={"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}
+        )
+        if response.status_code != 200:
+            return DEGRADED, f"one-token completion: HTTP {response.status_code}"
+        document = _json(response)
+        if not isinstance(document, dict) or not document.get("choices"):
+            return DEGRADED, "one-token completion: no choices in the answer"
+        return UP, f"{model} completes a token"
+
+    return await _bounded(work, timeout=timeout)
+
+
+_METRIC_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
+
+
+def parse_vllm_metrics(text: str) -> EngineMetrics | None:
+    """The running-requests gauge and generated-token counter, summed over engines; None when either is absent."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        match = _METRIC_LINE.match(line)
+        if match is None or match["name"] not in ("vllm:num_requests_running", "vllm:generation_tokens_total"):
+            continue
+        try:
+            value = float(match["value"])
+        except ValueError:
+            continue
+        totals[match["name"]] = totals.get(match["name"], 0.0) + value
+    if len(totals) != 2:
+        return None
+    return EngineMetrics(
+        requests_running=totals["vllm:num_requests_running"], generation_tokens=totals["vllm:generation_tokens_total"]
+    )
+
+
+async def probe_vllm_metrics(client: httpx.AsyncClient, base_url: str, *, timeout: float) -> EngineMetrics | None:
+    """One `/metrics` sample, or None when the server gives none (the wedge check then waits for the next)."""
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.get(f"{base_url}/metrics")
+            if response.status_code != 200:
+                return None
+            return parse_vllm_metrics(response.text)
+    except (TimeoutError, httpx.HTTPError, OSError, UnicodeDecodeError):
+        return None
+
+
+async def probe_embeddings(
+    client: httpx.AsyncClient,
+    base_url: str,
+    *,
+    models: Sequence[str] = (),
+    health_path: str = "",
+    timeout: float,
+    deep: bool = False,
+) -> ProbeOutcome:
+    """OpenAI-style embeddings: the health path (default `/v1/models`); deep: one `POST /v1/embeddings`."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        path = health_path or "/v1/models"
+        response, failure = await _get_ok(client, progress, base_url, path)
+        if failure:
+            return failure
+        if not deep:
+            return UP, f"GET {path}: 200"
+        model = models[0] if models else None
+        if model is None:
+            names = _model_ids(_json(response)) if path == "/v1/models" else []
+            if not names:
+                names, failure = await _served_models(client, progress, base_url)
+                if failure:
+                    return failure
+            model = names[0]
+        progress.step = "one embedding"
+        response = await client.post(f"{base_url}/v1/embeddings", json={"model": model, "input": "ping"})
+        if response.status_code != 200:
+            return DEGRADED, f"one embedding: HTTP {response.status_code}"
+        document = _json(response)
+        data = document.get("data") if isinstance(document, dict) else None
+        vector = data[0].get("embedding") if isinstance(data, list) and data and isinstance(data[0], dict) else None
+        if not isinstance(vector, list) or not vector:
+            return DEGRADED, "one embedding: no vector in the answer"
+        return UP, f"{model} embeds ({len(vector)} dimensions)"
+
+    return await _bounded(work, timeout=timeout)
+
+
+async def probe_qdrant(
+    client: httpx.AsyncClient, base_url: str, *, health_path: str = "", timeout: float, deep: bool = False
+) -> ProbeOutcome:
+    """Qdrant: `/readyz`; deep: `GET /collections` answers a collection list."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        path = health_path or "/readyz"
+        _, failure = await _get_ok(client, progress, base_url, path)
+        if failure:
+            return failure
+        if not deep:
+            return UP, f"GET {path}: 200"
+        progress.step = "GET /collections"
+        response = await client.get(f"{base_url}/collections")
+        if response.status_code != 200:
+            return DEGRADED, f"GET /collections: HTTP {response.status_code}"
+        document = _json(response)
+        result = document.get("result") if isinstance(document, dict) else None
+        collections = result.get("collections") if isinstance(result, dict) else None
+        if not isinstance(collections, list):
+            return DEGRADED, "GET /collections: no collection list in the answer"
+        return UP, f"{len(collections)} collection{'s' if len(collections) != 1 else ''}"
+
+    return await _bounded(work, timeout=timeout)
+
+
+def _silent_wav(seconds: float = 0.1, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x00" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+PROBE_WAV = _silent_wav()
+
+
+async def probe_stt(
+    client: httpx.AsyncClient,
+    base_url: str,
+    *,
+    models: Sequence[str] = (),
+    health_path: str = "",
+    timeout: float,
+    deep: bool = False,
+) -> ProbeOutcome:
+    """Speech-to-text (parakeet-style): the health path; deep: transcribe 0.1 s of silence (multipart WAV)."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        path = health_path or "/health"
+        _, failure = await _get_ok(client, progress, base_url, path)
+        if failure:
+            return failure
+        if not deep:
+            return UP, f"GET {path}: 200"
+        progress.step = "one transcription"
+        response = await client.post(
+            f"{base_url}/v1/audio/transcriptions",
+            files={"file": ("probe.wav", PROBE_WAV, "audio/wav")},
+            data={"model": models[0] if models else "whisper-1", "response_format": "json"},
+        )
+        if response.status_code != 200:
+            return DEGRADED, f"one transcription: HTTP {response.status_code}"
+        document = _json(response)
+        if not isinstance(document, dict) or "text" not in document:
+            return DEGRADED, "one transcription: no text in the answer"
+        return UP, "transcribes"
+
+    return await _bounded(work, timeout=timeout)
+
+
+async def probe_tts(
+    client: httpx.AsyncClient,
+    base_url: str,
+    *,
+    models: Sequence[str] = (),
+    health_path: str = "",
+    timeout: float,
+    deep: bool = False,
+) -> ProbeOutcome:
+    """Text-to-speech (Kokoro-style): the health path; deep: synthesise a two-letter input, expect audio bytes."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        path = health_path or "/health"
+        _, failure = await _get_ok(client, progress, base_url, path)
+        if failure:
+            return failure
+        if not deep:
+            return UP, f"GET {path}: 200"
+        progress.step = "one synthesis"
+        response = await client.post(
+            f"{base_url}/v1/audio/speech",
+            json={"model": models[0] if models else "kokoro", "input": "ok", "response_format": "wav"},
+        )
+        if response.status_code != 200:
+            return DEGRADED, f"one synthesis: HTTP {response.status_code}"
+        content_type = response.headers.get("content-type", "")
+        if not response.content or content_type.startswith(("application/json", "text/")):
+            return DEGRADED, "one synthesis: no audio in the answer"
+        return UP, f"synthesises ({len(response.content)} bytes)"
+
+    return await _bounded(work, timeout=timeout)
+
+
+async def probe_http(
+    client: httpx.AsyncClient, base_url: str, *, path: str = "/", expected_status: int = 200, timeout: float
+) -> ProbeOutcome:
+    """Plain HTTP: `GET path` answers the expected status."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        _, failure = await _get_ok(client, progress, base_url, path or "/", expected_status)
+        if failure:
+            return failure
+        return UP, f"GET {path or '/'}: {expected_status}"
+
+    return await _bounded(work, timeout=timeout)
+
+
+async def probe_service(
+    client: httpx.AsyncClient, target: ProbeTarget, *, timeout: float, deep: bool = False
+) -> ProbeOutcome:
+    """The probe of the target's kind (status, or deep health when `deep`)."""
+    url, path = target.base_url, target.health_path
+    if target.kind == ServiceKind.VLLM:
+        return await probe_vllm_endpoint(client, url, expected_model=target.models, timeout=timeout, deep=deep)
+    if target.kind == ServiceKind.EMBEDDINGS:
+        return await probe_embeddings(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
+    if target.kind == ServiceKind.QDRANT:
+        return await probe_qdrant(client, url, health_path=path, timeout=timeout, deep=deep)
+    if target.kind == ServiceKind.STT:
+        return await probe_stt(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
+    if target.kind == ServiceKind.TTS:
+        return await probe_tts(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
+    if target.kind == ServiceKind.HTTP:
+        return await probe_http(client, url, path=path, expected_status=target.expected_status, timeout=timeout)
+    return ProbeOutcome(UNKNOWN, None, f"no probe for kind {target.kind!r}")
+
+
+def probe_client(*, size: int, timeout: float) -> httpx.AsyncClient:
+    """One client for a whole sweep: a connection per probe, never through an environment proxy."""
+    size = max(size, 1)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size * 2),
+        trust_env=False,
+        follow_redirects=False,
+        headers={"user-agent": "sparkcontrol-probe"},
+    )
+
+
+async def probe_tcp(host: str, port: int, *, timeout: float) -> ProbeOutcome:
+    """The port accepts a TCP connection (nothing is sent)."""
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        progress.step = f"TCP {port}"
+        _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        return UP, f"port {port} open"
+
+    return await _bounded(work, timeout=timeout)
+
+
+def _ssh_check(host: SparkHost, timeout: float) -> tuple[str, str]:
+    from cluster.ssh import HostKeyError, SparkConnection, SshError
+
+    try:
+        with SparkConnection(host, timeout=timeout):
+            return UP, "SSH connects and authenticates"
+    except HostKeyError as exc:
+        return DOWN, f"host key: {_short(str(exc), 150)}"
+    except SshError as exc:
+        return DOWN, _short(str(exc), 150)
+
+
+async def probe_ssh(host: SparkHost, *, timeout: float, executor: Executor) -> ProbeOutcome:
+    """SSH connect + authenticate with the pinned host key (paramiko, in a thread; nothing is run)."""
+    loop = asyncio.get_running_loop()
+
+    async def work(progress: _Progress) -> tuple[str, str]:
+        progress.step = f"SSH {host.ssh_port}"
+        # The thread cannot be cancelled: at the deadline the probe reports down and paramiko's own timeouts
+        # (the same value) end the thread soon after.
+        return await loop.run_in_executor(executor, _ssh_check, host, timeout)
+
+    return await _bounded(work, timeout=timeout)
+
+
+def tcp_address(base_url: str) -> tuple[str, int] | None:
+    """Host and port of a base URL (default ports by scheme)."""
+    parts = httpx.URL(base_url)
+    if not parts.host:
+        return None
+    return parts.host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+__all__ = [
+    "EngineMetrics",
+    "PROBE_WAV",
+    "ProbeOutcome",
+    "ProbeTarget",
+    "parse_vllm_metrics",
+    "probe_client",
+    "probe_embeddings",
+    "probe_http",
+    "probe_qdrant",
+    "probe_service",
+    "probe_ssh",
+    "probe_stt",
+    "probe_tcp",
+    "probe_tts",
+    "probe_vllm_endpoint",
+    "probe_vllm_metrics",
+    "tcp_address",
+]
