@@ -676,7 +676,8 @@ def serve(node: Node, argv: list[str]) -> int:
 
     log.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
     log.info("model.py:1510", f"Using max model len {max_len}")
-    if not headless and nnodes == 1 and tp * pp > 1:
+    ray = args.get("--distributed-executor-backend") == "ray"
+    if not headless and not ray and nnodes == 1 and tp * pp > 1:
         _traceback(
             log,
             api,

@@ -137,6 +137,14 @@ def test_forced_mode_applies_to_any_model(sim, shell):
     rc, out = launch(sim, shell, "sim/tiny-model")
     assert rc == 1
     sim.set_fail_mode(None)
+    sim.set_node_env(sim.head.name, "SPARKSIM_FAIL", "never-ready")
+    try:
+        rc, _ = launch(sim, shell, "sim/tiny-model")
+        wait_for(lambda: "Waiting for the engine core" in log(sim))
+        assert not port_open(sim.vllm_port)
+        shell.launcher("--solo stop")
+    finally:
+        sim.set_node_env(sim.head.name, "SPARKSIM_FAIL", None)
     rc, _ = launch(sim, shell, "sim/tiny-model", name="fine")
     wait_for(lambda: served_models(sim.vllm_port) == ["fine"])
     with pytest.raises(ValueError):

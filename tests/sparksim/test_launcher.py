@@ -259,3 +259,38 @@ def test_secret_on_stdin_reaches_the_container_not_argv(sim, shell):
     rc, out, _ = shell.run("docker exec -i vllm_node cat", stdin="piped through\n")
     assert out == "piped through\n"
     assert all("hf_sekret123" not in json.dumps(r["argv"]) for r in sim.records())
+
+
+def test_ray_mode_adds_the_backend_and_serves(sim, shell):
+    rc, out, err = shell.launcher(f"--ray {serve_args(sim, 'sim/tiny-model', 'r', '-tp 2')}")
+    assert rc == 0, out
+    assert "Adding --distributed-executor-backend ray for Ray mode." in err
+    wait_for(lambda: served_models(sim.vllm_port) == ["r"])
+    rc, out, _ = shell.launcher(f"-n {nodes_arg(sim)} --ray status")
+    assert "--- Ray Status ---" in out and "Failed to get ray status." not in out
+
+
+def test_launch_script_gets_the_rank_flags_on_each_node(sim, shell):
+    script = f"{sim.head.dir}/spark-vllm-docker/examples/tiny.sh"
+    with open(script, "w") as fh:
+        fh.write(
+            f"vllm serve sim/tiny-model \\\n  --served-model-name scripted --port {sim.vllm_port} \\\n  -tp 2 \\\n"
+        )
+    rc, out, _ = shell.launcher(f"-n {nodes_arg(sim)} -d --launch-script tiny")
+    assert rc == 0, out
+    assert "Command dispatched in background (Daemon mode)." in out
+    wait_for(lambda: served_models(sim.vllm_port) == ["scripted"])
+    worker_argv = [r["argv"] for r in sim.records(prog="vllm") if r["node"] == sim.workers[0].name][-1]
+    assert worker_argv[-1] == "--headless" and "--node-rank" in worker_argv
+
+
+def test_old_launcher_runs_exec_in_the_foreground_despite_d(sim, shell):
+    sim.set_launcher_version("old")
+    try:
+        started = time.time()
+        rc, out, _ = shell.launcher(f"-n {nodes_arg(sim)} -d exec bash -c 'echo in-foreground; sleep 0.5'")
+        assert rc == 0 and time.time() - started >= 0.5
+        assert "in-foreground" in out and "Command dispatched" not in out and "Cluster stopped." in out
+        assert sim.containers(sim.head.name) == []
+    finally:
+        sim.set_launcher_version(None)
