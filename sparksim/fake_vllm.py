@@ -79,10 +79,18 @@ class Args:
         self.model: str | None = None
         self.opts: dict[str, str] = {}
         self.flags: set[str] = set()
+        self.served_names: list[str] = []
         i = 0
         while i < len(argv):
             arg = argv[i]
-            if arg.startswith("-") and "=" in arg and arg.startswith("--"):
+            if arg.startswith("--served-model-name="):
+                self.served_names.append(arg.split("=", 1)[1])
+            elif arg == "--served-model-name":
+                # nargs="+" in vLLM: every following word up to the next option is a name.
+                while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                    self.served_names.append(argv[i + 1])
+                    i += 1
+            elif arg.startswith("-") and "=" in arg and arg.startswith("--"):
                 key, value = arg.split("=", 1)
                 self.opts[key] = value
             elif arg in VALUE_OPTS:
@@ -210,7 +218,7 @@ def _make_handler(engine: EngineState, log: Logger):
         def _access(self, code: int) -> None:
             log.line(
                 f'{log.prefix}INFO:     127.0.0.1:{self.client_address[1]} - "{self.command} {self.path} '
-                f'HTTP/1.1" {code}'
+                f'HTTP/1.1" {code} {self.responses.get(code, ("",))[0]}'
             )
 
         def _send_json(self, code: int, payload) -> None:
@@ -580,7 +588,7 @@ def serve(node: Node, argv: list[str]) -> int:
     headless = "--headless" in args.flags
     port = args.int("--port", default=8000)
     host = args.get("--host", default="0.0.0.0") or "0.0.0.0"
-    served = (args.get("--served-model-name") or args.model).split()
+    served = args.served_names or [args.model]
     tp = args.int("-tp", "--tensor-parallel-size", default=1)
     pp = args.int("-pp", "--pipeline-parallel-size", default=1)
     nnodes = args.int("--nnodes", default=1)
@@ -612,6 +620,8 @@ def serve(node: Node, argv: list[str]) -> int:
         log.info("__init__.py:216", "Automatically detected platform cuda.", prefix="")
         log.info("api_server.py:1839", f"vLLM API server version {VERSION}")
         shown = {"model_tag": model, **{k.lstrip("-").replace("-", "_"): v for k, v in args.opts.items()}}
+        if args.served_names:
+            shown["served_model_name"] = args.served_names
         log.info("utils.py:233", f"non-default args: {shown!r}")
 
     # Reserve the port now (bind without listen), as vLLM does before building the engine.

@@ -294,3 +294,12 @@ def test_old_launcher_runs_exec_in_the_foreground_despite_d(sim, shell):
         assert sim.containers(sim.head.name) == []
     finally:
         sim.set_launcher_version(None)
+
+
+def test_served_names_survive_quoting_and_can_be_several(sim, shell):
+    odd = "we ird$(x) 'q'"
+    rc, out, _ = shell.launcher(
+        f"--solo -d exec vllm serve sim/tiny-model --served-model-name {shlex.quote(odd)} other --port {sim.vllm_port}"
+    )
+    assert rc == 0, out
+    wait_for(lambda: served_models(sim.vllm_port) == [odd, "other"])
