@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from ninja import Header, Router, Status
 from ninja.errors import HttpError
 
-from coordination.clock import now
+from coordination import clock
 from coordination.schemas import LockAcquireIn, LockGrantOut, LockHeldOut, LockStatusOut, ScheduleIn, ScheduleOut
 from coordination.selectors import lock_status, schedule_list, schedule_view
 from coordination.services import (
@@ -73,7 +73,7 @@ def list_schedule(request: HttpRequest) -> list[dict]:
 def put_schedule(request: HttpRequest, payload: ScheduleIn) -> Status:
     """Register a job (201) or replace the entry with this id (200)."""
     job, created = schedule_upsert(data=payload.model_dump())
-    return Status(201 if created else 200, schedule_view(job=job, at=now()))
+    return Status(201 if created else 200, schedule_view(job=job, at=clock.now()))
 
 
 @router.delete("/schedule/{job_id}", response={204: None}, auth=operate_auth)

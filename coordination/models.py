@@ -11,7 +11,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-# --- swap lock ---------------------------------------------------------------------------------------------------
+# --- swap lock --------------------------------------------------------------------------------------------------------
 
 
 class SwapLock(models.Model):
@@ -52,7 +52,7 @@ class SwapLock(models.Model):
         self.holder, self.token_hash, self.acquired_at, self.expires_at = "", "", None, None
 
 
-# --- webhooks ----------------------------------------------------------------------------------------------------
+# --- webhooks ---------------------------------------------------------------------------------------------------------
 
 
 class WebhookEvent(models.TextChoices):
@@ -167,7 +167,7 @@ class WebhookAttempt(models.Model):
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-# --- schedule registry ---------------------------------------------------------------------------------------------
+# --- schedule registry ------------------------------------------------------------------------------------------------
 
 SCHEDULE_ID_PATTERN = r"\A[a-z0-9][a-z0-9._-]{0,63}\Z"  # \A and \Z mean the same in Python and PostgreSQL
 validate_schedule_id = RegexValidator(

@@ -62,7 +62,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-# --- swap lock ---------------------------------------------------------------------------------------------------
+# --- swap lock --------------------------------------------------------------------------------------------------------
 
 
 class LockHeld(Exception):
@@ -204,7 +204,7 @@ def lock_gate(*, token: str | None, force: bool, actor: str) -> int:
     return lock.epoch
 
 
-# --- webhooks ----------------------------------------------------------------------------------------------------
+# --- webhooks ---------------------------------------------------------------------------------------------------------
 
 
 def webhook_secret_generate() -> str:
@@ -434,7 +434,7 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: str) -> None:
     audit_record(actor=actor, action="webhook.remove", target=url)
 
 
-# --- schedule registry ---------------------------------------------------------------------------------------------
+# --- schedule registry ------------------------------------------------------------------------------------------------
 
 SCHEDULE_FIELDS = ("name", "owner", "schedule", "next_run", "model", "description")
 
