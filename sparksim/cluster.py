@@ -77,6 +77,17 @@ case "$1" in
 esac
 """
 
+# Text tools that read /proc/meminfo see the node's unified memory instead of this machine's.
+MEMINFO_TOOL_SCRIPT = """#!/bin/bash
+args=()
+for a in "$@"; do
+  [ "$a" = /proc/meminfo ] && a="${{SPARKSIM_MEMINFO:-/proc/meminfo}}"
+  args+=("$a")
+done
+exec {real} "${{args[@]}}"
+"""
+MEMINFO_TOOLS = ("cat", "grep", "awk", "head", "tail")
+
 NVIDIA_SMI_SCRIPT = """#!/bin/bash
 # Fake nvidia-smi of a GB10: unified memory, so memory queries are "Not Supported".
 case " $* " in
@@ -317,6 +328,10 @@ class SimCluster:
             )
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
+        for tool in MEMINFO_TOOLS:
+            real = shutil.which(tool, path="/usr/local/bin:/usr/bin:/bin")
+            if real:
+                _write_exec(os.path.join(node.dir, "bin", tool), MEMINFO_TOOL_SCRIPT.format(real=shlex.quote(real)))
         images = os.path.join(node.dir, "images.json")
         if not os.path.exists(images):
             atomic_write(images, json.dumps({"vllm-node": fake_docker.DEFAULT_IMAGE_ID}))

@@ -126,9 +126,16 @@ def test_image_mismatch_refuses_a_two_node_launch(sim, shell):
 
 
 def test_meminfo_drops_while_loaded_and_recovers_gradually(sim, shell, t0):
-    idle = sim.mem_available_kb(sim.head.name)
+    def settled():
+        first = sim.mem_available_kb(sim.head.name)
+        time.sleep(0.25)
+        return first if first == sim.mem_available_kb(sim.head.name) else None
+
+    idle = wait_for(settled, timeout=5)  # the previous test's container may still be giving memory back
     rc, out, _ = shell.run("cat $SPARKSIM_MEMINFO")
     assert out.startswith("MemTotal:") and "MemAvailable:" in out
+    rc, out, _ = shell.run("grep MemAvailable /proc/meminfo")  # the node's memory, not this machine's
+    assert out.split()[1] == str(idle)
     shell.launcher(f"--solo -d exec vllm serve sim/tiny-model --served-model-name t --port {sim.vllm_port}")
     wait_for(
         lambda: sim.records(prog="vllm", event="ready", since=t0) and sim.mem_available_kb(sim.head.name) < idle - 40e6
