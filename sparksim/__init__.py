@@ -24,6 +24,15 @@ Failure modes, by repo id ``sim/<mode>`` (or forced for any model with ``set_fai
 - ``silent-compile``: a log-silent phase of ``SPARKSIM_SILENT_SECONDS`` (default 3) before ready.
 - ``wedged``: ready and ``/health`` 200, but completions never finish (metrics show them running).
 
+Settings (process environment of a session, or per node with ``sim.set_node_env(node, KEY, value)``):
+``SPARKSIM_FAIL`` (force a failure mode), ``SPARKSIM_LOAD_SECONDS`` (default 2, or ``set_load_seconds``),
+``SPARKSIM_SILENT_SECONDS`` (default 3, or ``set_silent_seconds``), ``SPARKSIM_LAUNCHER_VERSION=old``
+(a pre-2026 launcher), ``SPARKSIM_LAUNCHER_SETTLE_SECONDS`` (pause after starting containers, default
+0.2), ``SPARKSIM_MEM_RELEASE_SECONDS`` (how long memory takes to come back after a stop, default 1.5).
+
+Memory: ``$SPARKSIM_MEMINFO`` is the node's fake ``/proc/meminfo``; ``cat``, ``grep``, ``awk``, ``head``
+and ``tail`` run in a session on a node read it when given the path ``/proc/meminfo``.
+
 ``python -m sparksim up|down|record`` runs a cluster from the command line.
 The fake programs import :mod:`sparksim` on every start, so this module imports nothing eagerly.
 """
