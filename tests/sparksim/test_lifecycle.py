@@ -62,6 +62,8 @@ def test_no_process_remains_after_the_context_exits(tmp_path):
         finally:
             shell.close()
     assert processes_mentioning(str(root)) == []
+    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True, check=True).stdout
+    assert [line for line in ps.splitlines() if str(root) in line and not line.startswith("Z")] == []
     assert served_models(sim.vllm_port) == []
 
 
