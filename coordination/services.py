@@ -277,11 +277,15 @@ def webhooks_enqueue(*, event: str, swap: dict[str, Any]) -> list[int]:
         for endpoint in WebhookEndpoint.objects.filter(enabled=True):
             if event not in endpoint.events:
                 continue
-            delivery = WebhookDelivery(
-                endpoint=endpoint, event=event, event_id=event_id, payload=payload, max_attempts=len(backoff)
+            delivery = WebhookDelivery.objects.create(
+                endpoint=endpoint,
+                event=event,
+                event_id=event_id,
+                payload=payload,
+                max_attempts=len(backoff),
+                next_attempt_at=clock.now() + timedelta(seconds=backoff[0]),
             )
-            _schedule_attempt(delivery, backoff[0])
-            delivery.save()
+            transaction.on_commit(partial(_enqueue_attempt, delivery.pk, 1, backoff[0]), robust=True)
             ids.append(delivery.pk)
     return ids
 

@@ -25,11 +25,20 @@ from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
-from coordination.models import SwapLock  # noqa: E402
-from coordination.services import LockHeld, lock_acquire, lock_gate, lock_release  # noqa: E402
+from coordination.models import SwapLock, WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
+from coordination.services import (  # noqa: E402
+    LockHeld,
+    lock_acquire,
+    lock_gate,
+    lock_release,
+    webhook_endpoint_create,
+    webhooks_enqueue,
+)
 from sparkcontrol.audit import audit_record  # noqa: E402
 from sparkcontrol.models import APIToken, AuditEntry  # noqa: E402
 from sparkcontrol.tokens import apitoken_create  # noqa: E402
+from sparkcontrol.worker import WakeableWorker  # noqa: E402
+from tests.coordination.receiver import serve_receiver  # noqa: E402
 
 
 def in_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
@@ -147,7 +156,77 @@ def gate_race(rounds: int = 100) -> dict:
     }
 
 
-SCENARIOS = {"acquire_race": acquire_race, "gate_race": gate_race}
+def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.monotonic()
+    value = call()
+    return time.monotonic() - started, value
+
+
+def hanging_receiver() -> dict:
+    """The embedded set-up (API and task worker in one process) while a webhook receiver hangs for 30 s.
+
+    Times webhooks_enqueue (what the swap runner calls) and a few API calls made while the worker is stuck
+    in the attempt, then waits for the attempt to be logged.
+    """
+    reset()
+    WebhookEndpoint.objects.all().delete()
+    _, token = apitoken_create(name="hang", scope="operate")
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    client.get("/api/swap/lock")  # warm up: first-request set-up is not what is measured
+    swap = {"id": "4d1c", "model": "tiny", "state": "ready", "requested_by": "cron", "lock_epoch": 3}
+    worker = WakeableWorker(interval=0.1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    with serve_receiver(["hang"]) as receiver:
+        webhook_endpoint_create(url=receiver.url, actor="scenario")
+        thread.start()
+        try:
+            timings: dict[str, float] = {}
+            timings["webhooks_enqueue"], ids = _timed(lambda: webhooks_enqueue(event="swap_complete", swap=swap))
+            receiver.wait_for(1)  # the worker is now inside the hanging attempt
+            hang_began = time.monotonic()
+            statuses = {}
+            calls = {
+                "GET /api/swap/lock": lambda: client.get("/api/swap/lock"),
+                "POST /api/swap/lock": lambda: client.post(
+                    "/api/swap/lock", {"holder": "cron"}, content_type="application/json"
+                ),
+                "POST /api/schedule": lambda: client.post(
+                    "/api/schedule",
+                    {"id": "nightly", "name": "n", "owner": "o", "schedule": "daily"},
+                    content_type="application/json",
+                ),
+                "GET /api/schedule": lambda: client.get("/api/schedule"),
+                "webhooks_enqueue again": lambda: webhooks_enqueue(event="swap_failed", swap=swap),
+            }
+            for name, call in calls.items():
+                timings[name], response = _timed(call)
+                statuses[name] = getattr(response, "status_code", None)
+            calls_done_within_s = time.monotonic() - hang_began
+            deadline = time.monotonic() + 20
+            while not WebhookAttempt.objects.filter(delivery_id=ids[0]).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            attempt = WebhookAttempt.objects.filter(delivery_id=ids[0]).first()
+            delivery = WebhookDelivery.objects.get(pk=ids[0])
+        finally:
+            worker.stop()
+            receiver.release.set()
+            thread.join(15)
+    return {
+        "vendor": connection.vendor,
+        "timings": timings,
+        "statuses": statuses,
+        "calls_done_within_s": calls_done_within_s,
+        "attempt": attempt
+        and {"error": attempt.error, "latency_ms": attempt.latency_ms, "status": attempt.status_code},
+        "delivery": {
+            "status": delivery.status,
+            "attempts": delivery.attempts,
+            "retry_due": bool(delivery.next_attempt_at),
+        },
+    }
+
+
+SCENARIOS = {"acquire_race": acquire_race, "gate_race": gate_race, "hanging_receiver": hanging_receiver}
 
 if __name__ == "__main__":
     setup_test_environment()  # lets the test Client through ALLOWED_HOSTS

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.coordination.conftest import run_python, run_scenario
+from tests.coordination.scratch import run_python, run_scenario
 
 pytestmark = pytest.mark.integration
 
