@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,8 +175,19 @@ class DiskDeleteRefused(Exception):
     """A disk delete that must not happen (a local model, or the model being served)."""
 
 
+_disk_deleter: Callable[..., str] | None = None
+
+
+def register_disk_deleter(deleter: Callable[..., str]) -> None:
+    """The swaps app provides the remote delete (it owns SSH to the nodes); the catalog only decides policy."""
+    global _disk_deleter
+    _disk_deleter = deleter
+
+
 def model_disk_delete(*, entry: ModelEntry, actor: str) -> str:
     """Delete a repo model's HF cache files on the nodes. Local models are never deleted from disk."""
     if entry.is_local:
         raise DiskDeleteRefused("local models are never deleted from disk")
-    raise DiskDeleteRefused("deleting cache files needs the swap engine's SSH runner, which is not configured")
+    if _disk_deleter is None:
+        raise DiskDeleteRefused("no remote deleter is installed")
+    return _disk_deleter(entry=entry, actor=actor)

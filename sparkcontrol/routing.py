@@ -1,3 +1,9 @@
 """Websocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from swaps.consumers import DashboardConsumer
+
+websocket_urlpatterns = [
+    path("ws/swaps/", DashboardConsumer.as_asgi()),
+]

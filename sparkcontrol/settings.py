@@ -175,4 +175,8 @@ SPARKCONTROL = {
     "SWAP_TIMEOUT_SECONDS": env_int("SWAP_TIMEOUT_SECONDS", 1800, minimum=10),
     "WORKER_INTERVAL_SECONDS": env_float("SPARKCONTROL_WORKER_INTERVAL", 1.0, minimum=0.05),
     "HF_TOKEN": env_str("HF_TOKEN"),
+    # A running swap whose worker has not beaten for this long is marked interrupted.
+    "HEARTBEAT_STALE_SECONDS": env_int("SPARKCONTROL_HEARTBEAT_STALE_SECONDS", 30, minimum=2),
+    # A queued swap no worker picked up within this long is marked interrupted.
+    "QUEUED_STALE_SECONDS": env_int("SPARKCONTROL_QUEUED_STALE_SECONDS", 300, minimum=5),
 }

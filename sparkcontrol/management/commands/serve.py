@@ -41,7 +41,7 @@ class Command(BaseCommand):
             workers = start_embedded_worker(interval=settings.SPARKCONTROL["WORKER_INTERVAL_SECONDS"])
         from sparkcontrol.startup import on_serve_start
 
-        on_serve_start()
+        housekeeping = on_serve_start()
         shown_host = f"[{host}]" if ":" in host else host
         self.stdout.write(
             self.style.SUCCESS(f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/")
@@ -50,6 +50,7 @@ class Command(BaseCommand):
         try:
             self._run_server(host, port)
         finally:
+            housekeeping.set()
             for worker in workers:
                 worker.stop()
             if demo_cluster is not None:

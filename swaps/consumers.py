@@ -1,0 +1,31 @@
+"""The dashboard websocket: authenticate, subscribe to the dashboard group, forward messages. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from sparkcontrol.realtime import DASHBOARD_GROUP
+
+
+class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/swaps/`: every swap event, swap state, lock, schedule and probe change, for logged-in people."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"kind": "pong"})
+
+    async def dashboard_message(self, event: dict[str, Any]) -> None:
+        await self.send_json(event["message"])

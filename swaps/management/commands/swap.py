@@ -1,0 +1,47 @@
+"""`manage.py swap MODEL [--dry-run] [--wait]`: request a swap and (with --wait) follow it to the end."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from swaps.models import SwapState
+from swaps.selectors import swap_events, swap_get
+from swaps.services import SwapRefused, swap_request
+
+
+class Command(BaseCommand):
+    help = "Swap the served model. With --wait, show progress and exit 0 on ready, 1 on failure or cancel."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model")
+        parser.add_argument("--dry-run", action="store_true")
+        parser.add_argument("--wait", action="store_true", help="Follow the swap until it ends.")
+        parser.add_argument("--lock-token", default=None, help="The swap lock's token, if it is held.")
+        parser.add_argument("--force", action="store_true", help="Pass a held lock (recorded in the audit log).")
+
+    def handle(
+        self, *args, model: str, dry_run: bool, wait: bool, lock_token: str | None, force: bool, **options
+    ) -> None:  # type: ignore[override]
+        try:
+            swap = swap_request(model_key=model, dry_run=dry_run, actor="manage.py", lock_token=lock_token, force=force)
+        except SwapRefused as exc:
+            extra = ", ".join(f"{k}={v}" for k, v in exc.extra.items() if v)
+            raise CommandError(f"{exc.detail}{' (' + extra + ')' if extra else ''}") from exc
+        self.stdout.write(f"swap {swap.id} queued for {model}{' (dry run)' if dry_run else ''}")
+        if not wait:
+            return
+        seq = 0
+        while True:
+            for event in swap_events(swap=swap, after=seq):
+                seq = event.seq
+                prefix = f"[{event.state}]" if event.kind == "state" else "  "
+                self.stdout.write(f"{prefix} {event.message}")
+            swap = swap_get(swap_id=swap.id)
+            if swap.is_terminal and not swap_events(swap=swap, after=seq).exists():
+                break
+            time.sleep(0.2)
+        if swap.state != SwapState.READY:
+            raise CommandError(f"swap {swap.state}: {swap.error or 'no error recorded'}")
+        self.stdout.write(self.style.SUCCESS(f"ready in {swap.duration_s} s"))

@@ -1,0 +1,80 @@
+"""Request and response shapes of the swap API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ninja import Schema
+from pydantic import ConfigDict, Field
+
+
+class SwapIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=64)
+    dry_run: bool = False
+
+
+class CheckOut(Schema):
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False
+
+
+class SwapOut(Schema):
+    id: str
+    model: str
+    state: str
+    dry_run: bool
+    forced: bool
+    requested_by: str
+    lock_epoch: int | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    error: str | None
+    commands: list[str]
+    checks: list[CheckOut]
+    cancel_requested: bool
+
+
+class EventOut(Schema):
+    seq: int
+    at: str
+    kind: str
+    state: str
+    message: str
+
+
+class ErrorOut(Schema):
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
+
+
+class SwapRefusedOut(Schema):
+    detail: str
+    active_swap: str | None = None
+    holder: str | None = None
+    expires_at: str | None = None
+
+
+class ValidateOut(Schema):
+    ok: bool
+    checks: list[CheckOut]
+    commands: list[str]
+
+
+class ServingOut(Schema):
+    model: str | None
+    served_model_name: str | None
+    since: str | None
+    swap_id: str | None
+
+
+class StatusOut(Schema):
+    serving: ServingOut
+    active_swap: SwapOut | None
+    lock: dict[str, Any]

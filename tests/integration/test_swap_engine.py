@@ -1,0 +1,193 @@
+"""The swap engine end to end: real paramiko, real sshd, sparksim's launcher, docker and vLLM."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cluster.models import SparkHost
+from cluster.services import cluster_settings_get
+from swaps.launch import vllm_argv
+from swaps.models import ServingState, Swap, SwapState
+from swaps.runner import swap_run
+from swaps.services import swap_cancel, swap_request
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _run(model_key: str, *, dry_run: bool = False) -> Swap:
+    swap = swap_request(model_key=model_key, dry_run=dry_run, actor="test")
+    swap_run(swap_id=str(swap.id))
+    swap.refresh_from_db()
+    return swap
+
+
+def _messages(swap: Swap) -> list[str]:
+    return list(swap.events.order_by("seq").values_list("message", flat=True))
+
+
+def _states(swap: Swap) -> list[str]:
+    return list(swap.events.filter(kind="state").order_by("seq").values_list("state", flat=True))
+
+
+def _models_on(sim) -> list[str]:  # type: ignore[no-untyped-def]
+    data = httpx.get(f"http://127.0.0.1:{sim.vllm_port}/v1/models", timeout=2).json()
+    return [item["id"] for item in data["data"]]
+
+
+def test_one_node_swap_reaches_ready(topology, model_factory):
+    model_factory("tiny", repo="sim/tiny-model")
+    swap = _run("tiny")
+    assert swap.state == SwapState.READY, swap.error
+    assert _states(swap) == ["queued", "preflight", "stopping", "launching", "loading", "ready"]
+    assert _models_on(topology) == ["tiny"]
+    serving = ServingState.objects.get(pk=1)
+    assert serving.model_key == "tiny" and serving.swap_id == swap.id
+    [launch] = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]]
+    assert "-d" in launch["argv"] and "--solo" in launch["argv"]
+    assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
+    assert any("Application startup complete" in m for m in _messages(swap))
+
+
+def test_two_node_swap_runs_on_both_nodes(topology, model_factory):
+    model_factory("pair", repo="sim/big-model", nodes=2)
+    swap = _run("pair")
+    assert swap.state == SwapState.READY, swap.error
+    [launch] = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1:]
+    argv = launch["argv"]
+    assert argv[argv.index("-n") + 1] == ",".join(node.ip for node in topology.nodes)
+    assert argv[argv.index("-tp") + 1] == "2"
+    for node in topology.nodes:
+        assert topology.containers(node.name), f"no container on {node.name}"
+
+
+def test_local_model_is_mounted_read_only_and_served(topology, model_factory):
+    path = topology.make_local_model("ten31-v2")
+    model_factory("ten31", repo="", local_path=path)
+    swap = _run("ten31")
+    assert swap.state == SwapState.READY, swap.error
+    runs = [r for r in topology.records(prog="docker") if r["argv"][:1] == ["run"]]
+    assert any(f"{path}:{path}:ro" in r["argv"] for r in runs)
+    assert _models_on(topology) == ["ten31"]
+
+
+def test_swap_replaces_the_running_model(topology, model_factory):
+    model_factory("first", repo="sim/tiny-model")
+    model_factory("second", repo="sim/tiny-model")
+    assert _run("first").state == SwapState.READY
+    swap = _run("second")
+    assert swap.state == SwapState.READY, swap.error
+    assert _models_on(topology) == ["second"]
+    assert not any("Skipping launch" in m for m in _messages(swap))
+
+
+@pytest.mark.parametrize(
+    "repo, cause",
+    [
+        ("sim/fail-launch", "the launcher exited 1"),
+        ("sim/oom", "out of memory"),
+        ("sim/vanish", "disappeared"),
+    ],
+)
+def test_failure_modes_end_failed_with_cause_and_log_tail(topology, model_factory, repo, cause):
+    model_factory("bad", repo=repo)
+    swap = _run("bad")
+    assert swap.state == SwapState.FAILED
+    assert cause.lower() in swap.error.lower()
+    assert "last log lines" in swap.error
+    assert swap.active is None
+    assert topology.containers(topology.head.name) == []
+
+
+def test_never_ready_times_out(topology, model_factory):
+    cluster = cluster_settings_get()
+    cluster.swap_timeout_s = 10
+    cluster.save()
+    model_factory("stuck", repo="sim/never-ready")
+    started = time.monotonic()
+    swap = _run("stuck")
+    assert swap.state == SwapState.FAILED and "swap timeout" in swap.error
+    assert time.monotonic() - started < 20
+
+
+def test_silent_compile_is_not_death(topology, model_factory):
+    topology.set_silent_seconds(2)
+    model_factory("quiet", repo="sim/silent-compile")
+    swap = _run("quiet")
+    assert swap.state == SwapState.READY, swap.error
+
+
+def test_cancel_during_loading_stops_the_container(topology, model_factory):
+    topology.set_load_seconds(10)
+    model_factory("slow", repo="sim/tiny-model")
+    swap = swap_request(model_key="slow", dry_run=False, actor="test")
+    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
+    runner.start()
+    deadline = time.monotonic() + 20
+    while Swap.objects.get(pk=swap.pk).state != SwapState.LOADING:
+        assert time.monotonic() < deadline, "never reached loading"
+        time.sleep(0.05)
+    swap_cancel(swap_id=str(swap.id), actor="test")
+    runner.join(timeout=20)
+    swap.refresh_from_db()
+    assert swap.state == SwapState.CANCELLED
+    assert topology.containers(topology.head.name) == []
+
+
+def test_dry_run_changes_nothing_on_the_nodes(topology, model_factory):
+    model_factory("tiny", repo="sim/tiny-model")
+    before = len(topology.records())
+    swap = _run("tiny", dry_run=True)
+    assert swap.state == SwapState.READY and swap.dry_run
+    new = topology.records()[before:]
+    assert all(r["prog"] != "vllm" for r in new)
+    assert not [r for r in new if r["prog"] == "launch-cluster.sh" and ({"exec", "stop"} & set(r["argv"]))]
+    assert not [r for r in new if r["prog"] == "docker" and r["argv"][:1] in (["run"], ["stop"], ["exec"])]
+    assert any("launch-cluster.sh" in c and " exec vllm serve " in c for c in swap.commands)
+    assert topology.containers(topology.head.name) == []
+    assert not ServingState.objects.filter(model_key="tiny").exists()
+
+
+def test_hostile_catalog_values_arrive_intact(topology, model_factory):
+    hostile = ["--chat-template", "a b 'c' \"d\" $(touch /tmp/pwned) `id`; x\ny ü", "--trust-remote-code"]
+    entry = model_factory("hostile", repo="sim/tiny-model", vllm_args=hostile, served_model_name="we ird$(x)")
+    swap = _run("hostile")
+    assert swap.state == SwapState.READY, swap.error
+    [record] = [r for r in topology.records(prog="vllm") if r.get("event") == "start"][-1:]
+    assert record["argv"] == vllm_argv(entry=entry, cluster=cluster_settings_get())[1:] or record["argv"] == (
+        vllm_argv(entry=entry, cluster=cluster_settings_get())
+    )
+
+
+def test_secret_reaches_the_container_but_no_argv_or_event(topology, model_factory, settings):
+    secret = "hf_TopSecretValue123"
+    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "HF_TOKEN": secret}
+    model_factory("gated", repo="sim/tiny-model")
+    swap = _run("gated")
+    assert swap.state == SwapState.READY, swap.error
+    assert secret not in json.dumps(topology.records())
+    assert secret not in " ".join(_messages(swap)) + json.dumps(swap.commands) + swap.error
+    container = cluster_settings_get().effective_container
+    state = json.loads((Path(topology.head.dir) / "containers" / container / "state.json").read_text())
+    assert state["env"].get("HF_TOKEN") == secret
+
+
+def test_unknown_or_changed_host_key_sends_no_command(topology, model_factory):
+    model_factory("tiny", repo="sim/tiny-model")
+    head = SparkHost.objects.get(role="head", enabled=True)
+    other = topology.workers[0].host_key_line
+    before = len(topology.records())
+    head.host_key = other
+    head.save()
+    swap = _run("tiny")
+    assert swap.state == SwapState.FAILED and "host key changed" in swap.error
+    head.host_key = ""
+    head.save()
+    swap = _run("tiny")
+    assert swap.state == SwapState.FAILED and "no pinned host key" in swap.error
+    assert topology.records()[before:] == []
