@@ -6,6 +6,7 @@ A wrapper is generated per node and per program; it only takes the time, puts th
 
 from __future__ import annotations
 
+import os
 import sys
 
 from sparksim.common import Node
@@ -23,8 +24,12 @@ def run(prog: str, node_dir: str, t0: float) -> int:
     node.record(prog, argv, "start", t=t0)
     module = __import__(PROGRAMS[prog], fromlist=["main"])
     try:
-        return module.main(node, argv) or 0
+        code = module.main(node, argv) or 0
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:
+        # The reader went away (`... | head`): silence the final flush as well.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
         return 130
