@@ -1,0 +1,20 @@
+"""Background tasks of the cluster app: periodic probe sweeps (see cluster/schedule.py) and on-demand sweeps."""
+
+from __future__ import annotations
+
+from django_tasks import task
+
+from cluster.schedule import sweep_tick
+from cluster.sweeps import sweep_run
+
+
+@task()
+def probe_sweep_tick(sweep: str, due: str | None = None) -> str:
+    """One periodic tick of a sweep kind: claims the period, queues the next tick, sweeps."""
+    return sweep_tick(sweep=sweep, due=due)
+
+
+@task()
+def probe_sweep(sweep: str, keys: list[str] | None = None) -> dict[str, int]:
+    """An on-demand sweep (e.g. a deep health check asked for from the dashboard); returns counts by status."""
+    return sweep_run(sweep=sweep, keys=keys).counts()
