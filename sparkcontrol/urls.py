@@ -12,3 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]
+
+handler404 = "sparkcontrol.errors.not_found"
+handler500 = "sparkcontrol.errors.server_error"
