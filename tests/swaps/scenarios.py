@@ -26,7 +26,7 @@ def race(*, threads: int, rounds: int) -> dict:
         barrier = threading.Barrier(threads)
         outcome: list[str] = []
 
-        def request() -> None:
+        def request(barrier: threading.Barrier = barrier, outcome: list[str] = outcome) -> None:
             barrier.wait()
             try:
                 swap_request(model_key="race", dry_run=False, actor="race")
