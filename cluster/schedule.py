@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 NEVER_RUN = datetime(2000, 1, 1, tzinfo=UTC)
 # How late a chain's tick may run before a watchdog takes the period over (a worker busy with a long task).
 WATCHDOG_GRACE = timedelta(seconds=10)
+TICK_RESULTS_KEPT = timedelta(hours=1)
+FAILED_TICK_RESULTS_KEPT = timedelta(days=7)
 
 
 def sweep_period(*, sweep: str, cluster: ClusterSettings) -> timedelta:
@@ -94,6 +96,7 @@ def sweep_tick(*, sweep: str, due: str | None = None) -> str:
         return _tick_lost(sweep=sweep, due=due, now=now)
     if sweep == SweepKind.STATUS:
         probes_schedule_revive(now=now)
+        _prune_tick_results(now=now)
     report = sweep_run(sweep=sweep, timeout=sweep_timeout(sweep=sweep, cluster=cluster))
     return _summary(report)
 
@@ -110,6 +113,20 @@ def _tick_lost(*, sweep: str, due: str | None, now: datetime) -> str:
     # Not due yet for this worker's clock (clocks differ between machines): try again when it is.
     _enqueue_tick(sweep=sweep, due=lease.next_due, run_after=lease.next_due)
     return f"{sweep}: not due until {lease.next_due.isoformat()}, re-queued"
+
+
+def _prune_tick_results(*, now: datetime) -> None:
+    """Ticks run every few seconds forever: keep their finished task rows for a while, not for ever."""
+    from django_tasks_db.models import DBTaskResult
+
+    from cluster.tasks import probe_sweep_tick
+
+    DBTaskResult.objects.filter(
+        task_path=probe_sweep_tick.module_path, status="SUCCESSFUL", finished_at__lt=now - TICK_RESULTS_KEPT
+    ).delete()
+    DBTaskResult.objects.filter(
+        task_path=probe_sweep_tick.module_path, status="FAILED", finished_at__lt=now - FAILED_TICK_RESULTS_KEPT
+    ).delete()
 
 
 def _summary(report: SweepReport) -> str:

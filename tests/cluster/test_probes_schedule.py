@@ -112,6 +112,19 @@ class TestLeaseAndTicks:
         assert summary.startswith("status: 1 up") and fake.requests == 1
         assert probes_schedule_revive() == 2  # status is on time again; deep and connectivity still overdue
 
+    def test_finished_tick_results_are_pruned_by_the_status_tick(self, farm, service_for):
+        service_for(farm.add("http"), key="web")
+        old = timezone.now() - timedelta(hours=2)
+        for status in ("SUCCESSFUL", "FAILED"):
+            result = probe_sweep_tick.enqueue("deep", None)
+            DBTaskResult.objects.filter(id=result.id).update(status=status, finished_at=old)
+        other = probe_sweep.enqueue("status", None)
+        DBTaskResult.objects.filter(id=other.id).update(status="SUCCESSFUL", finished_at=old)
+        sweep_leases_ensure()
+        sweep_tick(sweep="status", due=NEVER_RUN.isoformat())
+        left = set(DBTaskResult.objects.exclude(status="READY").values_list("task_path", "status"))
+        assert left == {(TICK_PATH, "FAILED"), ("cluster.tasks.probe_sweep", "SUCCESSFUL")}
+
     def test_the_tasks_take_json_arguments(self, farm, service_for):
         fake = farm.add("http")
         service_for(fake, key="web")
