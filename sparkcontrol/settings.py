@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "sparkcontrol.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "sparkcontrol.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -109,6 +110,9 @@ else:
                 "timeout": 30,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
             },
+            # Tests use a file too: an in-memory shared-cache database fails concurrent writers at once
+            # ("database table is locked") instead of queueing them as the real file does.
+            "TEST": {"NAME": str(DATA_DIR / f"test_sparkcontrol_{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
