@@ -40,7 +40,6 @@ from coordination.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from coordination.selectors import lock_status as lock_status  # re-exported: the swaps app reads the lock here
 from coordination.selectors import lock_view, schedule_view
 from coordination.tasks import webhook_deliver
 from sparkcontrol.audit import audit_record

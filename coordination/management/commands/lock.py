@@ -6,7 +6,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from coordination.services import LockHeld, LockTokenMismatch, lock_acquire, lock_release, lock_status
+from coordination.selectors import lock_status
+from coordination.services import LockHeld, LockTokenMismatch, lock_acquire, lock_release
 
 ACTOR = "manage.py"
 
