@@ -183,4 +183,6 @@ SPARKCONTROL = {
     "HEARTBEAT_STALE_SECONDS": env_int("SPARKCONTROL_HEARTBEAT_STALE_SECONDS", 30, minimum=2),
     # A queued swap no worker picked up within this long is marked interrupted.
     "QUEUED_STALE_SECONDS": env_int("SPARKCONTROL_QUEUED_STALE_SECONDS", 300, minimum=5),
+    # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
+    "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
 }
