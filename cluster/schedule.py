@@ -21,7 +21,7 @@ import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -160,5 +160,5 @@ def probes_schedule_start() -> None:
         for lease in SweepLease.objects.all():
             run_after = now if lease.next_due <= now else lease.next_due + WATCHDOG_GRACE
             _enqueue_tick(sweep=lease.sweep, due=lease.next_due, run_after=run_after)
-    except DatabaseError:
+    except Exception:  # noqa: BLE001 - a database or task-backend problem must not stop the server starting
         logger.exception("could not schedule the periodic probe sweeps")

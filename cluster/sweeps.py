@@ -322,6 +322,8 @@ def _record(
         )
     _prune(sweep=sweep, column="service_id", ids=[service.pk for service, _ in services], keep=keep)
     _prune(sweep=sweep, column="host_id", ids=[host.pk for host, _ in hosts], keep=keep)
+    if not services and not hosts:
+        return
     broadcast_on_commit(
         _message(sweep=sweep, checked_at=checked_at, services=[service for service, _ in services], hosts=hosts)
     )

@@ -232,3 +232,20 @@ def test_sweeps_with_keys_only_probe_those(farm, service_for):
     report = sweep_status(timeout=T, keys={"b"})
     assert statuses(report) == {"b": "up"}
     assert a.requests == 0 and b.requests == 1
+
+
+def test_the_endpoints_api_reads_probe_results_in_a_fixed_number_of_queries(
+    farm, service_for, reader, django_assert_max_num_queries
+):
+    for i in range(3):
+        service_for(farm.add("http"), key=f"few-{i}")
+    sweep_status(timeout=T)
+    sweep_deep(timeout=T)
+    with django_assert_max_num_queries(12) as few:
+        reader.get("/api/endpoints")
+    for i in range(20):
+        service_for(farm.add("http"), key=f"many-{i}")
+    sweep_status(timeout=T)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        rows = reader.get("/api/endpoints").json()
+    assert len(rows) == 23 and {row["probe"]["status"] for row in rows} == {"up"}
