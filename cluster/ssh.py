@@ -74,6 +74,11 @@ class SparkConnection:
 
     def __init__(self, host: SparkHost, *, timeout: float = CONNECT_TIMEOUT) -> None:
         self.host = host
+        self.pooled = False
+        self.client = self._connect(host, timeout)
+
+    @staticmethod
+    def _connect(host: SparkHost, timeout: float) -> paramiko.SSHClient:
         pinned = _pinned_key(host)
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -110,10 +115,20 @@ class SparkConnection:
         except OSError as exc:
             sock.close()
             raise SshError(f"{host.name}: SSH failed: {exc}") from exc
-        self.client = client
-        self._lock = threading.Lock()
+        return client
+
+    @property
+    def is_active(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
+        """Close the connection; a pooled one stays open for the next user."""
+        if not self.pooled:
+            self.client.close()
+
+    def discard(self) -> None:
+        self.pooled = False
         self.client.close()
 
     def __enter__(self) -> SparkConnection:
@@ -122,13 +137,25 @@ class SparkConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _session(self, timeout: float) -> paramiko.Channel:
+        """A new channel; a pooled connection the server dropped is re-established once."""
+        for attempt in (1, 2):
+            transport = self.client.get_transport()
+            try:
+                if transport is None or not transport.is_active():
+                    raise paramiko.SSHException("the SSH connection is closed")
+                return transport.open_session(timeout=timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not self.pooled or attempt == 2:
+                    raise SshError(f"{self.host.name}: cannot open an SSH session: {exc}") from exc
+                self.client.close()
+                self.client = self._connect(self.host, CONNECT_TIMEOUT)
+        raise AssertionError("unreachable")
+
     def run(self, command: str, *, stdin: str | None = None, timeout: float = 60.0) -> CommandResult:
         """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshError(f"{self.host.name}: the SSH connection is closed")
+        channel = self._session(timeout)
         try:
-            channel = transport.open_session(timeout=timeout)
             channel.settimeout(timeout)
             channel.exec_command(command)
             if stdin is not None:
@@ -144,10 +171,7 @@ class SparkConnection:
 
     def stream_lines(self, command: str, *, stop: threading.Event, poll: float = 0.05) -> Iterator[str]:
         """Yield output lines of a long-running command (e.g. `docker logs -f`) until it ends or `stop` is set."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshError(f"{self.host.name}: the SSH connection is closed")
-        channel = transport.open_session()
+        channel = self._session(CONNECT_TIMEOUT)
         channel.set_combine_stderr(True)
         channel.settimeout(poll)
         channel.exec_command(command)
@@ -168,6 +192,56 @@ class SparkConnection:
                 yield buffer.decode(errors="replace")
         finally:
             channel.close()
+
+
+class ConnectionPool:
+    """Open connections kept per Spark between swaps, so a swap's first command needs no new handshake.
+
+    A connection is reused only while the host's address, port, user, key file and pinned key are unchanged,
+    its transport is alive, and it was used within `max_idle` seconds.
+    """
+
+    def __init__(self, *, max_idle: float = 600.0) -> None:
+        self.max_idle = max_idle
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[tuple, SparkConnection, float]] = {}
+
+    @staticmethod
+    def _identity(host: SparkHost) -> tuple:
+        return (host.address, host.ssh_port, host.ssh_user, key_path_for(host), host.host_key.strip())
+
+    def get(self, host: SparkHost) -> SparkConnection:
+        identity = self._identity(host)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.pop(host.pk, None)
+        if entry is not None:
+            old_identity, connection, last_used = entry
+            if old_identity == identity and connection.is_active and now - last_used < self.max_idle:
+                with self._lock:
+                    self._entries[host.pk] = (identity, connection, now)
+                return connection
+            connection.discard()
+        connection = SparkConnection(host)
+        connection.pooled = True
+        with self._lock:
+            self._entries[host.pk] = (identity, connection, now)
+        return connection
+
+    def clear(self) -> None:
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+        for _, connection, _ in entries:
+            connection.discard()
+
+
+# One pool per process (like Django's persistent database connections); workers are where SSH happens.
+connection_pool = ConnectionPool()
+
+
+def spark_connect(host: SparkHost) -> SparkConnection:
+    """An open connection to `host` from the pool (host key pinned, TCP_NODELAY set)."""
+    return connection_pool.get(host)
 
 
 def _read_all(stream) -> str:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from catalog.models import ModelEntry
 from catalog.validators import local_model_roots
 from cluster.models import ClusterSettings, SparkHost
 from cluster.selectors import spark_head, spark_workers
-from cluster.ssh import SparkConnection, SshError
+from cluster.ssh import SparkConnection, SshError, spark_connect
 from swaps.launch import (
     CommandBuildError,
     build_container_list_command,
@@ -112,7 +112,7 @@ def preflight_run(
     try:
         for node in nodes:
             try:
-                report.connections[node.name] = SparkConnection(node)
+                report.connections[node.name] = spark_connect(node)
             except SshError as exc:
                 report.add(f"ssh {node.name}", False, str(exc))
         if report.failures:

@@ -48,7 +48,7 @@ def test_one_node_swap_reaches_ready(topology, model_factory):
     assert _models_on(topology) == ["tiny"]
     serving = ServingState.objects.get(pk=1)
     assert serving.model_key == "tiny" and serving.swap_id == swap.id
-    [launch] = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]]
+    launch = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1]
     assert "-d" in launch["argv"] and "--solo" in launch["argv"]
     assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
     assert any("Application startup complete" in m for m in _messages(swap))
@@ -58,7 +58,7 @@ def test_two_node_swap_runs_on_both_nodes(topology, model_factory):
     model_factory("pair", repo="sim/big-model", nodes=2)
     swap = _run("pair")
     assert swap.state == SwapState.READY, swap.error
-    [launch] = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1:]
+    launch = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1]
     argv = launch["argv"]
     assert argv[argv.index("-n") + 1] == ",".join(node.ip for node in topology.nodes)
     assert argv[argv.index("-tp") + 1] == "2"
@@ -158,10 +158,8 @@ def test_hostile_catalog_values_arrive_intact(topology, model_factory):
     entry = model_factory("hostile", repo="sim/tiny-model", vllm_args=hostile, served_model_name="we ird$(x)")
     swap = _run("hostile")
     assert swap.state == SwapState.READY, swap.error
-    [record] = [r for r in topology.records(prog="vllm") if r.get("event") == "start"][-1:]
-    assert record["argv"] == vllm_argv(entry=entry, cluster=cluster_settings_get())[1:] or record["argv"] == (
-        vllm_argv(entry=entry, cluster=cluster_settings_get())
-    )
+    record = [r for r in topology.records(prog="vllm") if r.get("event") == "start"][-1]
+    assert ["vllm", *record["argv"]] == vllm_argv(entry=entry, cluster=cluster_settings_get())
 
 
 def test_secret_reaches_the_container_but_no_argv_or_event(topology, model_factory, settings):
