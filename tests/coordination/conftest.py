@@ -45,14 +45,14 @@ def receiver() -> Iterator[Receiver]:
 # --- scratch databases for scenarios that need several connections at once --------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sqlite_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = base_env(tmp_path_factory.mktemp("sqlite-data"))
     migrate(env)
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     name = f"sc_coord_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:

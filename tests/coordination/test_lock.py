@@ -374,3 +374,22 @@ def test_lock_command_force_release():
     assert run("force-release") == ["force-released"]
     assert run("force-release") == ["the lock was not held"]
     assert AuditEntry.objects.filter(action="lock.force_release", actor="manage.py").count() == 1
+
+
+# --- admin ------------------------------------------------------------------------------------------------------------
+
+
+def test_admin_shows_the_lock_without_its_token_and_can_force_release_it(staff_client):
+    grant, _ = lock_acquire(holder="nightly", ttl_seconds=600, actor="t")
+    listing = staff_client.get("/admin/coordination/swaplock/")
+    assert listing.status_code == 200 and "nightly" in listing.content.decode()
+    page = staff_client.get("/admin/coordination/swaplock/1/change/")
+    assert page.status_code == 200
+    assert grant.token not in page.content.decode() and SwapLock.objects.get().token_hash not in page.content.decode()
+    response = staff_client.post(
+        "/admin/coordination/swaplock/", {"action": "force_release", "_selected_action": [1]}, follow=True
+    )
+    assert response.status_code == 200 and "Lock released" in response.content.decode()
+    lock = SwapLock.objects.get()
+    assert lock.holder == "" and lock.forced is True and lock.epoch == 1
+    assert AuditEntry.objects.get(action="lock.force_release").actor == "staff"

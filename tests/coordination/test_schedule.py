@@ -193,3 +193,14 @@ def test_schedule_list_command(operator, clock):
     lines = out.getvalue().strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["old", "later", "whenever"]
     assert "STALE" in lines[0] and "STALE" not in lines[1]
+
+
+def test_admin_lists_and_removes_entries(staff_client, operator):
+    operator.post(SCHEDULE, job())
+    listing = staff_client.get("/admin/coordination/scheduledjob/")
+    assert listing.status_code == 200 and "nightly-digest" in listing.content.decode()
+    response = staff_client.post(
+        "/admin/coordination/scheduledjob/", {"action": "remove", "_selected_action": ["nightly-digest"]}, follow=True
+    )
+    assert response.status_code == 200
+    assert not ScheduledJob.objects.exists()

@@ -10,6 +10,7 @@ import json
 import socket
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -44,6 +45,7 @@ SWAP = {
     "lock_epoch": 7,
 }
 TASK_PATH = "coordination.tasks.webhook_deliver"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "COORDINATION.md"
 
 
 def queued(delivery_id: int) -> list[DBTaskResult]:
@@ -185,6 +187,31 @@ def test_body_and_signatures_verify(receiver, enqueue, deliver):
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1 and delivery.next_attempt_at is None
     assert len(queued(delivery_id)) == 1  # the first attempt only: nothing more was scheduled
     assert endpoint.secret not in json.dumps(list(AuditEntry.objects.values()), default=str)
+
+
+def docs_python_block(after: str) -> str:
+    """The first ```python block after the line containing `after` in docs/COORDINATION.md."""
+    text = DOCS.read_text()
+    start = text.index("```python", text.index(after)) + len("```python")
+    return text[start : text.index("```", start)]
+
+
+def test_the_verification_code_in_the_docs_works(receiver, enqueue, deliver):
+    _, secret = webhook_endpoint_create(url=receiver.url, actor="t")
+    [delivery_id] = enqueue()
+    deliver(delivery_id, 1)
+    [request] = receiver.requests
+    namespace: dict = {}
+    exec(docs_python_block("With the `standardwebhooks` library"), namespace)  # noqa: S102 - our own docs
+    exec(docs_python_block("Without it"), namespace)  # noqa: S102
+    assert namespace["verify"](request.body, request.headers, secret) == json.loads(request.body)
+    assert namespace["verify_spark_signature"](request.body, request.headers, secret)
+    assert namespace["verify_standard_signature"](request.body, request.headers, secret)
+    tampered = request.body.replace(b"ready", b"fails")
+    assert not namespace["verify_spark_signature"](tampered, request.headers, secret)
+    assert not namespace["verify_standard_signature"](tampered, request.headers, secret)
+    other_secret = webhook_endpoint_create(url=receiver.url + "2", actor="t")[1]
+    assert not namespace["verify_standard_signature"](request.body, request.headers, other_secret)
 
 
 def test_a_500_then_200_is_two_attempts_with_the_same_webhook_id_both_logged(receiver, enqueue, deliver):
