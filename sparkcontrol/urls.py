@@ -1,19 +1,23 @@
 """URL routes: the admin, the API under /api/, and the dashboard."""
 
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import path
 
+from sparkcontrol import views
 from sparkcontrol.api import api
 from sparkcontrol.metrics import metrics_view
 
 admin.site.site_header = "Spark Control"
 admin.site.site_title = "Spark Control"
+admin.site.site_url = "/"
 
 urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("swaps/<uuid:swap_id>/", views.swap_detail, name="swap-detail"),
+    path("login/", views.DashboardLoginView.as_view(), name="login"),
+    path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),
 ]
-
-handler404 = "sparkcontrol.errors.not_found"
-handler500 = "sparkcontrol.errors.server_error"
