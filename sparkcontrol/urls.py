@@ -21,3 +21,6 @@ urlpatterns = [
     path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),
 ]
+
+handler404 = "sparkcontrol.errors.not_found"
+handler500 = "sparkcontrol.errors.server_error"
