@@ -68,3 +68,16 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     raw = os.environ.get(name, "")
     items = [item.strip() for item in raw.split(",") if item.strip()]
     return items if items else list(default or [])
+
+
+def env_paths(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of absolute, normalised directories; others are dropped with a warning."""
+    import posixpath
+
+    paths = []
+    for item in env_list(name, default):
+        if not item.startswith("/") or any(ord(ch) < 32 for ch in item):
+            logger.warning("%s: %r is not an absolute path; ignoring it", name, item)
+            continue
+        paths.append(posixpath.normpath(item))
+    return paths

@@ -15,7 +15,7 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
-from sparkcontrol.env import env_bool, env_float, env_int, env_list, env_str
+from sparkcontrol.env import env_bool, env_float, env_int, env_list, env_paths, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(os.environ.get("SPARKCONTROL_ENV_FILE", BASE_DIR / ".env"), override=False)
@@ -173,7 +173,7 @@ SPARKCONTROL = {
     "VLLM_PORT": env_int("VLLM_PORT", 8888, minimum=1, maximum=65535),
     "VLLM_CONTAINER": env_str("VLLM_CONTAINER", "vllm_node"),
     "DISABLED_SERVICES": env_list("DISABLED_SERVICES"),
-    "LOCAL_MODEL_ROOTS": env_list("LOCAL_MODEL_ROOTS", ["/models"]),
+    "LOCAL_MODEL_ROOTS": env_paths("LOCAL_MODEL_ROOTS", ["/models"]),
     "SERVICES_OVERRIDES": env_str("SERVICES_OVERRIDES", str(DATA_DIR / "services-overrides.yaml")),
     "SSH_KEY": env_str("SPARKCONTROL_SSH_KEY", str(Path("~/.ssh/id_ed25519").expanduser())),
     "SWAP_TIMEOUT_SECONDS": env_int("SWAP_TIMEOUT_SECONDS", 1800, minimum=10),

@@ -53,5 +53,13 @@ def test_sqlite_runs_in_wal_with_immediate_transactions(db):
         cursor.execute("PRAGMA journal_mode")
         mode = cursor.fetchone()[0]
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
-    # The test database is in memory, where WAL does not apply; the setting is what matters here.
-    assert mode in ("wal", "memory")
+    assert mode == "wal"
+
+
+def test_local_model_roots_must_be_absolute(monkeypatch, caplog):
+    from sparkcontrol.env import env_paths
+
+    monkeypatch.setenv("LOCAL_MODEL_ROOTS", "/models/, relative/dir, /data//llm ,\n")
+    with caplog.at_level(logging.WARNING, logger="sparkcontrol.settings"):
+        assert env_paths("LOCAL_MODEL_ROOTS", ["/models"]) == ["/models", "/data/llm"]
+    assert "relative/dir" in caplog.text
