@@ -1,8 +1,8 @@
-"""URL routes: the admin, the API under /api/, and the dashboard."""
+"""URL routes: the admin, the API under /api/, the OpenAI-compatible gateway under /v1/, and the dashboard."""
 
 from django.contrib import admin
 from django.contrib.auth.views import LogoutView
-from django.urls import path
+from django.urls import include, path
 
 from sparkcontrol import views
 from sparkcontrol.api import api
@@ -19,6 +19,7 @@ urlpatterns = [
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("v1/", include("gateway.urls")),
     path("metrics", metrics_view, name="metrics"),
 ]
 

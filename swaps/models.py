@@ -108,3 +108,21 @@ class ServingState(models.Model):
 
     def __str__(self) -> str:
         return self.model_key or "(nothing)"
+
+
+class GatewayLedger(models.Model):
+    """One gateway process's requests in flight to the head vLLM, by model key, with a heartbeat.
+
+    Written by the process itself off the request path (swaps/drain.py); read by a swap's drain, so web processes
+    and worker processes on different machines agree on what is still running before a stop.
+    """
+
+    process = models.CharField(max_length=128, primary_key=True)
+    in_flight = models.JSONField(default=dict, blank=True, help_text="Model key -> requests in flight.")
+    seen_swap = models.UUIDField(
+        null=True, blank=True, help_text="The stopping swap this process has seen (it refuses the outgoing model)."
+    )
+    beat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.process} {self.in_flight}"

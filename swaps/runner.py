@@ -23,6 +23,7 @@ from catalog.models import ModelEntry
 from cluster.models import ClusterSettings
 from cluster.services import cluster_settings_get
 from cluster.ssh import SparkConnection, SshError
+from swaps.drain import drain_timeout_s, drain_wait
 from swaps.launch import (
     MEMINFO_COMMAND,
     build_container_list_command,
@@ -155,6 +156,8 @@ class SwapRunner:
 
     def _stop_current(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.STOPPING, message="stopping: stopping the current container")
+        # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop.
+        drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced)
         serving_clear(reason=f"swap {self.swap.id} is stopping the current model")
         # Always stop first: an `exec` while a container of that name runs would reuse it ("Skipping launch").
         result = self.head.run(build_stop_command(cluster=self.cluster), timeout=STOP_WAIT_SECONDS)
