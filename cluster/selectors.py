@@ -7,7 +7,17 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from cluster.models import ClusterSettings, ProbeStatus, Role, Service, ServiceStatus, SparkHost, SweepKind
+from cluster.models import (
+    ClusterSettings,
+    HostStatus,
+    ProbeResult,
+    ProbeStatus,
+    Role,
+    Service,
+    ServiceStatus,
+    SparkHost,
+    SweepKind,
+)
 from cluster.services import cluster_settings_get
 
 
@@ -61,8 +71,12 @@ def service_list() -> QuerySet[Service]:
     return Service.objects.order_by("key").prefetch_related("statuses")
 
 
-def _probe_dict(row: ServiceStatus) -> dict[str, Any]:
+def _probe_dict(row: ServiceStatus | ProbeResult | HostStatus) -> dict[str, Any]:
     return {"status": row.status, "latency_ms": row.latency_ms, "checked_at": row.checked_at, "detail": row.detail}
+
+
+def _not_probed() -> dict[str, Any]:
+    return {"status": ProbeStatus.UNKNOWN.value, "latency_ms": None, "checked_at": None, "detail": "not probed yet"}
 
 
 def probe_summary(*, statuses: Iterable[ServiceStatus]) -> dict[str, Any]:
@@ -76,7 +90,7 @@ def probe_summary(*, statuses: Iterable[ServiceStatus]) -> dict[str, Any]:
     status_row, deep_row = latest.get(SweepKind.STATUS), latest.get(SweepKind.DEEP)
     base = status_row or deep_row
     if base is None:
-        return {"status": ProbeStatus.UNKNOWN.value, "latency_ms": None, "checked_at": None, "detail": "not probed yet"}
+        return _not_probed()
     summary = _probe_dict(base)
     if (
         status_row is not None
@@ -100,6 +114,16 @@ def service_probe_history(*, service: Service, sweep: str | None = None, limit: 
     if sweep:
         rows = rows.filter(sweep=sweep)
     return [
-        {"sweep": row.sweep, **_probe_dict(row)}  # type: ignore[arg-type]
+        {"sweep": row.sweep, **_probe_dict(row)}
         for row in rows.order_by("-checked_at", "-id")[: max(1, min(limit, 1000))]
     ]
+
+
+def spark_reachability() -> list[dict[str, Any]]:
+    """Each enabled Spark with its latest SSH reachability (`unknown` until a connectivity sweep has run)."""
+    rows = []
+    for host in SparkHost.objects.filter(enabled=True).select_related("reachability").order_by("role", "name"):
+        latest = getattr(host, "reachability", None)
+        probe = _probe_dict(latest) if latest is not None else _not_probed()
+        rows.append({"name": host.name, "role": host.role, "probe": probe})
+    return rows

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from cluster.models import HostStatus, ProbeResult, Role, SparkHost, SweepKind
+from cluster.selectors import spark_reachability
 from cluster.sweeps import sweep_connectivity
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
@@ -46,7 +47,11 @@ def host_statuses(report) -> dict[str, tuple[str, str]]:  # type: ignore[no-unty
 
 
 def test_each_enabled_spark_connects_and_authenticates_with_its_pinned_key(sparks):
+    assert {row["probe"]["status"] for row in spark_reachability()} == {"unknown"}
     report = sweep_connectivity(timeout=5)
+    assert [(row["name"], row["probe"]["status"]) for row in spark_reachability()] == [
+        (host.name, "up") for host in sparks
+    ]
     assert host_statuses(report) == {host.name: ("up", "SSH connects and authenticates") for host in sparks}
     assert {row.host.name: row.status for row in HostStatus.objects.select_related("host")} == {
         host.name: "up" for host in sparks

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from cluster.models import EngineSample, ProbeResult, Service, ServiceStatus, SweepKind
-from cluster.selectors import service_last_probe
+from cluster.selectors import service_last_probe, service_probe_history
 from cluster.sweeps import sweep_connectivity, sweep_deep, sweep_status
 from sparkcontrol.realtime import DASHBOARD_GROUP
 
@@ -181,6 +181,14 @@ def test_results_keep_the_latest_per_sweep_and_a_bounded_history(farm, service_f
     newest = ProbeResult.objects.filter(service=keep, sweep=SweepKind.STATUS).first()
     assert newest is not None and newest.status == "down" and newest.checked_at == latest.checked_at
     assert service_last_probe(service=keep)["status"] == "down"
+    history = service_probe_history(service=keep)
+    assert [(row["sweep"], row["status"]) for row in history] == [
+        ("status", "down"),
+        ("deep", "up"),
+        ("status", "up"),
+        ("status", "up"),
+    ]
+    assert len(service_probe_history(service=keep, sweep="deep", limit=10)) == 1
 
 
 def test_results_are_pushed_to_dashboards_after_commit(farm, service_for, django_capture_on_commit_callbacks):
