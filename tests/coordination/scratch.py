@@ -1,8 +1,8 @@
 """Running code in a fresh process against a scratch database (file SQLite or a Postgres database of its own).
 
-pytest-django's SQLite test database lives in memory (shared cache), where concurrent writers fail at once
-instead of waiting; scenarios that need several connections at once, or a restart, therefore run in a
-subprocess against the real settings: a file database in WAL mode with IMMEDIATE transactions, or Postgres.
+Scenarios that need many connections at once, or a restart, run this way: each backend is exercised whichever
+database the test run itself uses, the data is really committed (not inside a test's transaction), and a new
+process is what a restart is. The SQLite database uses the real settings: WAL, IMMEDIATE transactions.
 """
 
 from __future__ import annotations

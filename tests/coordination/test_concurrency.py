@@ -1,6 +1,6 @@
 """The lock under real concurrency and across restarts, on file SQLite (WAL, IMMEDIATE) and on Postgres.
 
-Each scenario runs in a subprocess against a scratch database (see conftest.py for why).
+Each scenario runs in a subprocess against a scratch database (see scratch.py for why).
 """
 
 from __future__ import annotations
