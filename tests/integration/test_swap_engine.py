@@ -51,7 +51,7 @@ def test_one_node_swap_reaches_ready(topology, model_factory):
     launch = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1]
     assert "-d" in launch["argv"] and "--solo" in launch["argv"]
     assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
-    assert any("Application startup complete" in m for m in _messages(swap))
+    assert any("Starting vLLM API server" in m for m in _messages(swap))  # the log was followed
 
 
 def test_two_node_swap_runs_on_both_nodes(topology, model_factory):
