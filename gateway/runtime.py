@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from gateway.routing import (
     topology_load,
 )
 from gateway.upstream import Upstream, upstream_create
+from sparkcontrol.auth import Principal
 from swaps.drain import (
     LEDGER_BEAT_SECONDS,
     DrainReport,
@@ -56,6 +58,10 @@ TOPOLOGY_MAX_AGE_SECONDS = 1.0
 MISS_REFRESH_AFTER_SECONDS = 0.5
 CONNECTION_RECYCLE_SECONDS = 30.0
 HOLD_POLL_SECONDS = 0.25
+# A verified inference token is trusted for this long without a database read: a revoked token stops working
+# within this many seconds on the gateway (at once on the API).
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_MAX = 4096
 
 
 class _Waiter:
@@ -121,6 +127,7 @@ class Gateway:
         self.wake = threading.Event()
         self.published: tuple[dict[str, int], str | None] | None = None
         self.published_at = 0.0
+        self.auth_cache: dict[str, tuple[Principal, float]] = {}
 
     # --- snapshots -----------------------------------------------------------------------------------------------
     def refresh(self, *, full: bool = False) -> None:
@@ -408,6 +415,23 @@ class Gateway:
             )
             self.clients[loop] = client
         return client
+
+    # --- credentials ---------------------------------------------------------------------------------------------
+    def auth_cached(self, header: str) -> Principal | None:
+        """A bearer token verified less than AUTH_CACHE_SECONDS ago (keyed by its hash, never the token)."""
+        key = hashlib.sha256(header.encode()).hexdigest()
+        with self.lock:
+            hit = self.auth_cache.get(key)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def auth_remember(self, header: str, principal: Principal) -> None:
+        key = hashlib.sha256(header.encode()).hexdigest()
+        with self.lock:
+            if len(self.auth_cache) >= AUTH_CACHE_MAX:
+                self.auth_cache.clear()
+            self.auth_cache[key] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
 
     # --- reading -------------------------------------------------------------------------------------------------
     def in_flight(self) -> dict[str, Any]:

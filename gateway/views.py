@@ -122,6 +122,11 @@ def _refusal(decision: Decision) -> JsonResponse:
 async def _authenticate(request: HttpRequest) -> Principal:
     if gateway_settings().open:
         return Principal(name="open-gateway", scope=TokenScope.INFERENCE, via="open")
+    header = request.headers.get("Authorization", "")
+    runtime = gateway_runtime()
+    principal = runtime.auth_cached(header) if header else None
+    if principal is not None:
+        return principal
     try:
         principal = await sync_to_async(inference_auth)(request)
     except HttpError as exc:
@@ -130,6 +135,8 @@ async def _authenticate(request: HttpRequest) -> Principal:
         raise Refused(
             error_response(401, "unauthenticated", "authentication required: 'Authorization: Bearer <token>'")
         )
+    if header and principal.via == "token":
+        runtime.auth_remember(header, principal)
     return principal
 
 

@@ -125,7 +125,11 @@ class Deployment:
         for key, (service, models_served) in farm_services.items():
             overrides["services"][key] = {"url": service.url, "models": models_served}
         (data_dir / "services-overrides.yaml").write_text(json.dumps(overrides))
-        spec = {"cluster_json": str(Path(sim.root) / "cluster.json"), "models": models, "scopes": ["inference", "read", "operate"]}
+        spec = {
+            "cluster_json": str(Path(sim.root) / "cluster.json"),
+            "models": models,
+            "scopes": ["inference", "read", "operate", "admin"],
+        }
         out = self.python(["-c", BOOTSTRAP, json.dumps(spec)])
         self.tokens: dict[str, str] = json.loads(out.strip().splitlines()[-1])
         self.servers: list[Server] = []
@@ -163,7 +167,10 @@ def swap_to(api: httpx.Client, model: str, *, timeout: float = 60, force: bool =
     return swap_wait(api, response.json()["id"], timeout=timeout)
 
 
-def swap_wait(api: httpx.Client, swap_id: str, *, states: tuple[str, ...] = ("ready", "failed", "cancelled", "interrupted"), timeout: float = 60) -> dict:
+TERMINAL = ("ready", "failed", "cancelled", "interrupted")
+
+
+def swap_wait(api: httpx.Client, swap_id: str, *, states: tuple[str, ...] = TERMINAL, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     swap: dict = {}
     while time.monotonic() < deadline:
