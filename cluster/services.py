@@ -150,7 +150,9 @@ def services_sync(*, overrides_path: Path | None = None) -> list[Service]:
         row.port = spec.get("port")
         row.health_path = spec.get("health_path", "")
         row.expected_status = spec.get("expected_status", 200)
-        row.models_served = spec.get("models", [])
+        if "models" in spec or key != "vllm":
+            # The head vLLM's model is runtime state, set by swaps; the files own every other service's list.
+            row.models_served = spec.get("models", [])
         row.read_only = bool(spec.get("read_only", False))
         row.source = spec["source"]
         if "max_in_flight" in spec and (row.pk is None or spec["source"] == "override"):

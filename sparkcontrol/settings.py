@@ -20,6 +20,9 @@ from sparkcontrol.env import env_bool, env_float, env_int, env_list, env_paths, 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(os.environ.get("SPARKCONTROL_ENV_FILE", BASE_DIR / ".env"), override=False)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# Every probe and readiness check is an HTTP request; only their failures belong in the log.
+for _noisy in ("httpx", "httpcore", "paramiko.transport"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 DATA_DIR = Path(env_str("SPARKCONTROL_DATA_DIR", str(BASE_DIR / "data"))).expanduser().resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ HOUSEKEEPING_SECONDS = 5.0
 
 
 def on_serve_start() -> threading.Event:
-    """Reload the service list, reap swaps orphaned by a dead worker, and start periodic housekeeping.
+    """Reload the service list, start the periodic probe sweeps, reap swaps orphaned by a dead worker, and start
+    periodic housekeeping.
 
     Returns an Event that stops the housekeeping thread when set.
     """
@@ -24,6 +25,9 @@ def on_serve_start() -> threading.Event:
     except ServicesConfigError as exc:
         for error in exc.errors:
             logger.error("services configuration refused, keeping the previous one: %s", error)
+    from cluster.schedule import probes_schedule_start
+
+    probes_schedule_start()
     _housekeeping_once()
     stop = threading.Event()
     threading.Thread(target=_housekeeping_loop, args=(stop,), name="housekeeping", daemon=True).start()
@@ -31,11 +35,13 @@ def on_serve_start() -> threading.Event:
 
 
 def _housekeeping_once() -> None:
+    from cluster.schedule import probes_schedule_revive
     from swaps.services import swaps_reap_stale
 
     try:
         for swap in swaps_reap_stale():
             logger.warning("swap %s (%s) was interrupted: %s", swap.id, swap.model_key, swap.error)
+        probes_schedule_revive()
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("housekeeping failed")
     finally:

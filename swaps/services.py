@@ -16,11 +16,14 @@ from django.utils import timezone
 
 from catalog.models import ModelEntry
 from catalog.selectors import model_get
+from cluster.models import Service
 from sparkcontrol.audit import audit_record
 from sparkcontrol.realtime import broadcast_on_commit
 from swaps.models import ACTIVE_STATES, EventKind, ServingState, Swap, SwapEvent, SwapState
 
 logger = logging.getLogger(__name__)
+
+HEAD_VLLM_SERVICE = "vllm"  # the built-in service whose model the swaps decide
 
 
 class SwapRefused(Exception):
@@ -179,6 +182,7 @@ def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None 
         swap.save(update_fields=["state", "error", "finished_at", "active"])
         if state == SwapState.READY and not swap.dry_run:
             entry = swap.model or ModelEntry(key=swap.model_key)
+            Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[entry.effective_served_name])
             ServingState.objects.update_or_create(
                 pk=1,
                 defaults={
@@ -215,6 +219,7 @@ def webhook_swap_payload(swap: Swap) -> dict[str, Any]:
 
 def serving_clear(*, reason: str) -> None:
     """Nothing is served any more (a swap is stopping the old model)."""
+    Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[])
     ServingState.objects.update_or_create(
         pk=1, defaults={"model_key": "", "served_model_name": "", "since": timezone.now(), "swap": None}
     )

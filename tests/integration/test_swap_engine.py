@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.models import SparkHost
+from cluster.models import Service, SparkHost
 from cluster.services import cluster_settings_get
 from swaps.launch import vllm_argv
 from swaps.models import ServingState, Swap, SwapState
@@ -48,6 +48,7 @@ def test_one_node_swap_reaches_ready(topology, model_factory):
     assert _models_on(topology) == ["tiny"]
     serving = ServingState.objects.get(pk=1)
     assert serving.model_key == "tiny" and serving.swap_id == swap.id
+    assert Service.objects.get(key="vllm").models_served == ["tiny"]  # what the vLLM tile's probe expects
     launch = [r for r in topology.records(prog="launch-cluster.sh") if "exec" in r["argv"]][-1]
     assert "-d" in launch["argv"] and "--solo" in launch["argv"]
     assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
