@@ -24,11 +24,6 @@ router = Router(tags=["coordination"])
 TOKEN_HEADER = "X-Swap-Lock-Token"
 
 
-def lock_held_body(exc: LockHeld) -> dict:
-    """The 423 body: who holds the lock and until when (also what the swap API answers)."""
-    return {"detail": str(exc), "holder": exc.holder, "expires_at": exc.expires_at}
-
-
 @router.post("/swap/lock", response={200: LockGrantOut, 201: LockGrantOut, 423: LockHeldOut}, auth=operate_auth)
 def acquire_lock(
     request: HttpRequest, payload: LockAcquireIn, token: str | None = Header(default=None, alias=TOKEN_HEADER)
@@ -39,7 +34,7 @@ def acquire_lock(
             holder=payload.holder, ttl_seconds=payload.ttl_seconds, token=token, actor=request.auth.name
         )
     except LockHeld as exc:
-        return Status(423, lock_held_body(exc))
+        return Status(423, {"detail": str(exc), "holder": exc.holder, "expires_at": exc.expires_at})
     return Status(201 if created else 200, grant)
 
 

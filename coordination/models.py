@@ -162,10 +162,6 @@ class WebhookAttempt(models.Model):
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error}"
 
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
 
 # --- schedule registry ------------------------------------------------------------------------------------------------
 
