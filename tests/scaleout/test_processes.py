@@ -143,3 +143,20 @@ def test_killed_worker_leaves_an_interrupted_swap_that_the_reaper_reports(deploy
     assert [m["id"] for m in models["data"]] == ["gamma"]
     # Bring the deployment back to two workers for whatever runs next.
     deployment.wait_ready(deployment.start_worker(f"{victim}-replacement"))
+
+
+def test_real_servers_refuse_oversized_bodies_before_reading_them(deployment: Deployment):
+    def chunks(total: int):  # type: ignore[no-untyped-def]
+        for _ in range(total // 65536 + 1):
+            yield b"x" * 65536
+
+    for name, path, size in (
+        ("web1", "/api/swap", 300 * 1024),
+        ("web2", "/admin/login/", 3 * 1024 * 1024),
+        ("web3", "/metrics", 3 * 1024 * 1024),
+    ):
+        url = deployment.procs[name].url + path
+        declared = httpx.post(url, content=b"x" * size, timeout=30)
+        assert declared.status_code == 413, (name, path, declared.status_code, declared.text[:200])
+        chunked = httpx.post(url, content=chunks(size), timeout=30)
+        assert chunked.status_code == 413, (name, path, chunked.status_code, chunked.text[:200])
