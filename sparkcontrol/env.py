@@ -81,3 +81,18 @@ def env_paths(name: str, default: list[str]) -> list[str]:
             continue
         paths.append(posixpath.normpath(item))
     return paths
+
+
+def env_seconds_list(name: str) -> list[float] | None:
+    """A comma-separated list of delays in seconds (0-86400 each, 1-20 of them); None when unset or bad."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        values = [float(item) for item in raw.split(",") if item.strip()]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 20 or any(not 0 <= value <= 86400 for value in values):
+        logger.warning("%s=%r is not a list of 1-20 delays of 0-86400 s; using the default", name, raw)
+        return None
+    return values

@@ -15,7 +15,7 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
-from sparkcontrol.env import env_bool, env_float, env_int, env_list, env_paths, env_str
+from sparkcontrol.env import env_bool, env_float, env_int, env_list, env_paths, env_seconds_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(os.environ.get("SPARKCONTROL_ENV_FILE", BASE_DIR / ".env"), override=False)
@@ -182,6 +182,8 @@ SPARKCONTROL = {
     "SWAP_TIMEOUT_SECONDS": env_int("SWAP_TIMEOUT_SECONDS", 1800, minimum=10),
     "WORKER_INTERVAL_SECONDS": env_float("SPARKCONTROL_WORKER_INTERVAL", 1.0, minimum=0.05),
     "HF_TOKEN": env_str("HF_TOKEN"),
+    # Delays before each webhook delivery attempt (its length is the number of attempts); None: the default.
+    "WEBHOOK_BACKOFF_SECONDS": env_seconds_list("SPARKCONTROL_WEBHOOK_BACKOFF"),
     # A running swap whose worker has not beaten for this long is marked interrupted.
     "HEARTBEAT_STALE_SECONDS": env_int("SPARKCONTROL_HEARTBEAT_STALE_SECONDS", 30, minimum=2),
     # A queued swap no worker picked up within this long is marked interrupted.

@@ -63,3 +63,15 @@ def test_local_model_roots_must_be_absolute(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="sparkcontrol.settings"):
         assert env_paths("LOCAL_MODEL_ROOTS", ["/models"]) == ["/models", "/data/llm"]
     assert "relative/dir" in caplog.text
+
+
+def test_webhook_backoff_from_the_environment(monkeypatch, caplog):
+    from sparkcontrol.env import env_seconds_list
+
+    monkeypatch.setenv("SPARKCONTROL_WEBHOOK_BACKOFF", "0, 5,60")
+    assert env_seconds_list("SPARKCONTROL_WEBHOOK_BACKOFF") == [0, 5, 60]
+    for bad in ("soon", "-1,5", "1,99999"):
+        monkeypatch.setenv("SPARKCONTROL_WEBHOOK_BACKOFF", bad)
+        with caplog.at_level(logging.WARNING, logger="sparkcontrol.settings"):
+            assert env_seconds_list("SPARKCONTROL_WEBHOOK_BACKOFF") is None
+    assert "SPARKCONTROL_WEBHOOK_BACKOFF" in caplog.text
