@@ -796,12 +796,12 @@ async function readSnapshot() {
   state.history = history;
   state.models = models.filter((model) => model.enabled);
   setLock(status.lock);
-  const active = status.active_swap;
-  if (active) {
-    showSwap(active);
+  // The active swap; else the latest real one, which may have started and ended while the page was away.
+  const latest = status.active_swap || history.find((swap) => !swap.dry_run);
+  if (latest && (!state.shown || latest.id !== state.shown.id)) {
+    showSwap(latest);
   } else if (state.shown) {
-    const fresh = history.find((swap) => swap.id === state.shown.id) || (await apiGet(`/swap/${state.shown.id}`));
-    showSwap(fresh);
+    showSwap(history.find((swap) => swap.id === state.shown.id) || (await apiGet(`/swap/${state.shown.id}`)));
   }
   if (state.shown) await feed.catchUp();
 }

@@ -1,0 +1,45 @@
+"""Small helpers for reading and driving the dashboard page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def click_swap(page: Any, key: str) -> None:
+    """Press a model's Swap button and confirm in the dialog."""
+    page.click(f"li.model[data-key='{key}'] button[data-action=swap]")
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    assert key in dialog.inner_text()
+    page.click("#confirm-ok")
+    dialog.wait_for(state="hidden")
+
+
+def wait_new_swap(page: Any, previous: str) -> str:
+    """Wait until the swap panel shows a swap other than `previous`; returns its id."""
+    page.wait_for_function(
+        "previous => (document.querySelector('#swap-log')?.dataset.swap || '') !== previous", arg=previous
+    )
+    return shown_swap(page)
+
+
+def wait_swap_state(page: Any, state: str, timeout: float = 30_000) -> None:
+    page.wait_for_selector(f"#swap-state[data-state='{state}']", timeout=timeout)
+
+
+def step_statuses(page: Any) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "#active-swap .step", "steps => Object.fromEntries(steps.map(s => [s.dataset.step, s.dataset.status]))"
+    )
+
+
+def rendered_seqs(page: Any) -> list[int]:
+    return page.eval_on_selector_all("#swap-log li[data-seq]", "items => items.map(li => Number(li.dataset.seq))")
+
+
+def rendered_messages(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#swap-log li .ev-msg", "items => items.map(el => el.textContent)")
+
+
+def shown_swap(page: Any) -> str:
+    return page.get_attribute("#swap-log", "data-swap") or ""
