@@ -87,7 +87,7 @@ class Deployment:
                 # Every process must share the key (sessions signed by one web process are read by another).
                 "SPARKCONTROL_SECRET_KEY": "scaleout-" + uuid.uuid4().hex + uuid.uuid4().hex,
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "SPARKCONTROL_HEARTBEAT_STALE_SECONDS": "6",
+                "SPARKCONTROL_HEARTBEAT_STALE_SECONDS": "10",
                 "SPARKCONTROL_METRICS_TOKEN": METRICS_TOKEN,
                 "HF_TOKEN": HF_TOKEN,
                 "LOCAL_MODEL_ROOTS": f"{self.sim.root}/models",
