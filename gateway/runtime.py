@@ -273,10 +273,13 @@ class Gateway:
         """Decide, reloading the snapshots once when the name is unknown (a swap may just have finished)."""
         await self.ensure_fresh()
         decision = self.decide(model=model, default_kind=default_kind)
-        if decision.action == "refuse" and decision.status == 404:
+        if decision.action in ("refuse", "swap") and decision.status in (0, 404):
+            # A catalog model that is not loaded may have a swap that started since the last tick: reread the
+            # swaps (three small queries) before saying no or starting another; the topology at most twice a second.
             assert self.topology is not None
-            if time.monotonic() - self.topology.loaded_at >= MISS_REFRESH_AFTER_SECONDS:
-                await sync_to_async(self.refresh)(full=True)
+            stale = time.monotonic() - self.topology.loaded_at >= MISS_REFRESH_AFTER_SECONDS
+            if stale or decision.code == "model_not_loaded" or decision.action == "swap":
+                await sync_to_async(self.refresh)(full=stale)
                 decision = self.decide(model=model, default_kind=default_kind)
         return decision
 

@@ -160,10 +160,15 @@ def client(server: Server, token: str | None, **kwargs: Any) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs)
 
 
+def swap_start(api: httpx.Client, model: str, *, force: bool = False) -> httpx.Response:
+    """Ask for a swap through the API (202 when accepted)."""
+    return api.post("/api/swap", json={"model": model}, params={"force": "true"} if force else None)
+
+
 def swap_to(api: httpx.Client, model: str, *, timeout: float = 60, force: bool = False) -> dict:
     """Ask for a swap through the API and wait until it is terminal."""
-    response = api.post("/api/swap", json={"model": model, **({"force": True} if force else {})})
-    assert response.status_code in (200, 201, 202), response.text
+    response = swap_start(api, model, force=force)
+    assert response.status_code == 202, response.text
     return swap_wait(api, response.json()["id"], timeout=timeout)
 
 

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 def _set_cap(deployment, key: str, cap: int) -> None:  # type: ignore[no-untyped-def]
-    deployment.run(f"from cluster.models import Service; Service.objects.filter(key={key!r}).update(max_in_flight={cap})")
+    deployment.run(
+        f"from cluster.models import Service; Service.objects.filter(key={key!r}).update(max_in_flight={cap})"
+    )
     time.sleep(1.6)  # the gateway rereads services and caps about once a second
 
 
@@ -38,7 +40,7 @@ class Stream(threading.Thread):
 
     def run(self) -> None:
         body = {"model": "alpha", "messages": [], "max_tokens": self.tokens, "stream": True}
-        with client_for(self.url, self.token) as gateway, gateway.stream("POST", "/v1/chat/completions", json=body) as r:
+        with client_for(self.url, self.token) as g, g.stream("POST", "/v1/chat/completions", json=body) as r:
             self.status = r.status_code
             for chunk in r.iter_text():
                 self.started.set()
@@ -54,7 +56,8 @@ def _post_later(url: str, token: str, results: list, *, tokens: int = 1) -> thre
     def run() -> None:
         started = time.monotonic()
         with client_for(url, token) as gateway:
-            response = gateway.post("/v1/chat/completions", json={"model": "alpha", "messages": [], "max_tokens": tokens})
+            body = {"model": "alpha", "messages": [], "max_tokens": tokens}
+            response = gateway.post("/v1/chat/completions", json=body)
         results.append((response, time.monotonic() - started))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -118,9 +121,7 @@ def test_bodies_over_the_route_limit_are_413_with_the_limit(deployment, strict, 
                 yield b"x" * 500
             yield b'"}'
 
-        streamed = gateway.post(
-            "/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"}
-        )
+        streamed = gateway.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
         upload = gateway.post(
             "/v1/audio/transcriptions",
             data={"model": "sim/parakeet"},
