@@ -94,6 +94,12 @@ class Server:
             sim = json.loads({json.dumps(json.dumps(self.sim.as_json()))})
             nodes = [SimpleNamespace(**node) for node in sim["nodes"]]
             sim_register(sim=SimpleNamespace(**{{**sim, "nodes": nodes}}))
+            # Sweeps run when a test asks (a sweep in another process), not on a timer that could race its checks.
+            from cluster.services import cluster_settings_get
+            cluster = cluster_settings_get()
+            cluster.probe_status_interval_s = cluster.probe_deep_interval_s = 3600
+            cluster.probe_connectivity_interval_s = 3600
+            cluster.save()
             for entry in [
                 ModelEntry(key="tiny", name="Tiny", repo="sim/tiny-model"),
                 ModelEntry(key="small", name="Small", repo="sim/small-model"),

@@ -164,11 +164,15 @@ def test_service_tiles_one_per_enabled_service_with_status_latency_and_last_chec
     clean.run("from cluster.sweeps import sweep_status\nsweep_status(timeout=3)")
     page.reload()
     page.wait_for_selector("#connection[data-state=live]")
-    vllm = page.locator("#services .tile[data-service=vllm]")
-    assert vllm.get_attribute("data-status") == "up"
-    assert " ms" in vllm.locator(".tile-status").inner_text()
-    assert "checked" in vllm.locator(".tile-meta").inner_text()
-    assert page.locator("#now-serving .serving-vllm .status").inner_text() == "up"
+    probes = {e["key"]: e["probe"] for e in clean.api("GET", "/endpoints").json()}
+    for key in tiles:
+        tile = page.locator(f"#services .tile[data-service='{key}']")
+        assert tile.get_attribute("data-status") == probes[key]["status"] != "unknown"
+        assert f"{round(probes[key]['latency_ms'])} ms" in tile.locator(".tile-status").inner_text()
+        assert "checked" in tile.locator(".tile-meta").inner_text()
+        assert tile.locator(".tile-meta time").get_attribute("datetime") == probes[key]["checked_at"]
+    vllm_state = page.locator("#now-serving .serving-vllm .status").inner_text()
+    assert vllm_state == probes["vllm"]["status"]
     assert page.locator(f"#services .tile[data-service='{DISABLED}']").count() == 0
 
 
