@@ -134,7 +134,7 @@ function renderServing() {
       ),
     );
   } else {
-    rows.push(h("p", { class: "serving-model muted", text: active ? "nothing (a swap is under way)" : "nothing" }));
+    rows.push(h("p", { class: "serving-model muted", text: "nothing" }));
   }
   const probe = vllm ? vllm.probe : null;
   rows.push(
@@ -148,7 +148,7 @@ function renderServing() {
     ),
   );
   if (active) {
-    rows.push(h("p", { class: "small" }, "Swapping to ", h("strong", { text: active.model }), " — ", active.state));
+    rows.push(h("p", { class: "serving-next" }, "Swapping to ", h("strong", { text: active.model }), ` · ${active.state}`));
   }
   fill(panels.serving, rows);
 }
@@ -578,7 +578,7 @@ function renderTiles() {
       const latency = probe.latency_ms !== null && probe.latency_ms !== undefined ? `${Math.round(probe.latency_ms)} ms` : "";
       return h(
         "div",
-        { class: `tile status-${probe.status}`, dataset: { service: endpoint.key, status: probe.status } },
+        { class: `tile tile-${probe.status}`, dataset: { service: endpoint.key, status: probe.status } },
         h("div", { class: "tile-name", text: endpoint.name }),
         h("div", { class: "tile-status" }, h("span", { text: probe.status }), latency ? h("span", { class: "muted", text: ` · ${latency}` }) : null),
         h("div", { class: "tile-meta muted small" }, probe.checked_at ? ["checked ", timeEl(probe.checked_at)] : "not checked yet"),

@@ -3,6 +3,7 @@ service tiles, scheduled jobs and history."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -168,7 +169,8 @@ def test_service_tiles_one_per_enabled_service_with_status_latency_and_last_chec
     for key in tiles:
         tile = page.locator(f"#services .tile[data-service='{key}']")
         assert tile.get_attribute("data-status") == probes[key]["status"] != "unknown"
-        assert f"{round(probes[key]['latency_ms'])} ms" in tile.locator(".tile-status").inner_text()
+        latency = math.floor(probes[key]["latency_ms"] + 0.5)  # as Math.round does
+        assert f"{latency} ms" in tile.locator(".tile-status").inner_text()
         assert "checked" in tile.locator(".tile-meta").inner_text()
         assert tile.locator(".tile-meta time").get_attribute("datetime") == probes[key]["checked_at"]
     vllm_state = page.locator("#now-serving .serving-vllm .status").inner_text()
