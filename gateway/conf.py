@@ -31,7 +31,7 @@ class GatewaySettings:
     connect_timeout_s: float
     read_timeout_s: float  # longest silence between two bytes of an upstream response
     tick_s: float  # how often the background refresher reads swaps and publishes the ledger when idle; 0: off
-    http_client: str  # "httpx" or "aiohttp" (see docs/decisions/0007-gateway-http-client.md)
+    http_client: str  # "httpx" or "aiohttp" (see docs/decisions/0020-gateway-http-client.md)
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """Talking to the services behind the gateway: one pooled HTTP client per event loop, responses read chunk by chunk.
 
 Two interchangeable clients sit behind one small interface so the choice can be measured rather than assumed
-(bench/gateway.py, docs/decisions/0007-gateway-http-client.md). Both keep connections alive, set no limit of
+(bench/gateway.py, docs/decisions/0020-gateway-http-client.md). Both keep connections alive, set no limit of
 their own on concurrent connections (the gateway's per-service caps are the limit) and never decode or buffer a
 body: bytes go out as they come in.
 """
