@@ -132,3 +132,14 @@ def test_the_websocket_refuses_anonymous_clients(browser, clean):
         assert code in (4401, 1006), code
     finally:
         context.close()
+
+
+def test_the_admin_works_under_the_policy(browser, clean):
+    watched = open_page(browser, clean)
+    try:
+        for path in ("/admin/", "/admin/catalog/modelentry/", "/admin/catalog/modelentry/add/", "/admin/swaps/swap/"):
+            watched.page.goto(path)
+            watched.page.wait_for_load_state("load")
+        assert watched.csp_violations() == [] and watched.errors == []
+    finally:
+        watched.context.close()
