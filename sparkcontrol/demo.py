@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from django.conf import settings
 
 from catalog.models import ModelEntry
-from cluster.models import Role, SparkHost
+from cluster.models import Role, Service, SparkHost
 from cluster.services import cluster_settings_get
 
 DEMO_MODELS = [
@@ -45,16 +47,47 @@ def sim_register(*, sim: Any) -> None:
         roots.append(models_root)
 
 
-def demo_start(*, stdout: Any) -> Any:
-    """Start sparksim in the data directory, register it, and add a few simulated catalog entries."""
-    from sparksim import SimCluster
+class Demo:
+    """What `serve --demo` started: the simulated Sparks and the fake services beside them."""
 
-    sim = SimCluster(root=settings.DATA_DIR / "sparksim", nodes=2).start()
+    def __init__(self, sim: Any, farm: Any) -> None:
+        self.sim = sim
+        self.farm = farm
+
+    def stop(self) -> None:
+        self.farm.stop()
+        self.sim.stop()
+
+
+def demo_services(*, farm: Any, directory: Path) -> Path:
+    """A fake server for every built-in service but the head vLLM, pointed at by a services-overrides file."""
+    overrides: dict[str, dict[str, str]] = {}
+    for service in Service.objects.exclude(key="vllm").order_by("key"):
+        if service.kind not in ("embeddings", "qdrant", "stt", "tts", "http"):
+            continue
+        fake = farm.add(service.kind, model=(service.models_served or [None])[0])
+        overrides[service.key] = {"url": fake.url}
+    path = directory / "services-overrides.yaml"
+    path.write_text(yaml.safe_dump({"services": overrides}, sort_keys=True))
+    settings.SPARKCONTROL["SERVICES_OVERRIDES"] = str(path)
+    return path
+
+
+def demo_start(*, stdout: Any) -> Demo:
+    """Start sparksim in the data directory, register it, add simulated catalog entries and fake services."""
+    from sparksim import SimCluster
+    from sparksim.fake_services import FakeServiceFarm
+
+    directory = Path(settings.DATA_DIR) / "sparksim"
+    sim = SimCluster(root=directory, nodes=2).start()
     sim_register(sim=sim)
     for model in DEMO_MODELS:
         ModelEntry.objects.get_or_create(key=model["key"], defaults=model)
+    farm = FakeServiceFarm().start()
+    demo_services(farm=farm, directory=directory)
     stdout.write(
         f"Demo: simulated Sparks {', '.join(f'{n.name}@127.0.0.1:{n.port}' for n in sim.nodes)}; "
-        f'vLLM port {sim.vllm_port}. Try: POST /api/swap {{"model": "tiny"}} or the dashboard.'
+        f"vLLM port {sim.vllm_port}; fake speech, TTS, embeddings and Qdrant services. "
+        f'Try the dashboard, or POST /api/swap {{"model": "tiny"}}.'
     )
-    return sim
+    return Demo(sim, farm)
