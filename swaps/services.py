@@ -195,11 +195,21 @@ def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None 
         text = message or (state if not error else f"{state}: {error}")
         swap_events_append(swap=swap, items=[(EventKind.STATE, text)], state=state)
         _swap_push(swap)
+        if state == SwapState.READY and not swap.dry_run:
+            # The vLLM tile should judge the new model now, not at the next deep sweep.
+            transaction.on_commit(_probe_head_vllm)
         if not swap.dry_run and state in (SwapState.READY, SwapState.FAILED):
             event = "swap_complete" if state == SwapState.READY else "swap_failed"
             payload = webhook_swap_payload(swap)
             transaction.on_commit(lambda: webhooks_enqueue(event=event, swap=payload))
     return swap
+
+
+def _probe_head_vllm() -> None:
+    from cluster.tasks import probe_sweep
+
+    for sweep in ("status", "deep"):
+        probe_sweep.enqueue(sweep, [HEAD_VLLM_SERVICE])
 
 
 def webhook_swap_payload(swap: Swap) -> dict[str, Any]:
