@@ -349,7 +349,9 @@ function renderCatalog() {
 }
 
 function renderValidation(validation) {
-  if (validation.error) return h("div", { class: "validation" }, h("p", { class: "error-text", text: validation.error }));
+  if (validation.error) {
+    return h("div", { class: "validation" }, h("p", { class: "error-text", text: validation.error }), hideValidation());
+  }
   const result = validation.result;
   return h(
     "div",
@@ -369,7 +371,20 @@ function renderValidation(validation) {
       ),
     ),
     result.commands.length ? h("pre", { class: "commands", text: result.commands.join("\n") }) : null,
+    hideValidation(),
   );
+}
+
+function hideValidation() {
+  return h("button", {
+    class: "link small",
+    type: "button",
+    text: "Hide",
+    onclick: () => {
+      state.validation = null;
+      renderCatalog();
+    },
+  });
 }
 
 async function validate(model) {
@@ -823,12 +838,18 @@ function setConnection(value) {
     reconnecting: "reconnecting…",
     "signed-out": "signed out",
   };
+  if (panels.connection.dataset.state === "signed-out") return;
   panels.connection.dataset.state = value;
   panels.connection.textContent = labels[value] || value;
   if (value === "signed-out") signedOut();
 }
 
+let live = null;
+
 function signedOut() {
+  if (live) live.stop();
+  panels.connection.dataset.state = "signed-out";
+  panels.connection.textContent = "signed out";
   panels.session.hidden = false;
   fill(panels.session, "Your session has ended. ", h("a", { href: `/login/?next=${encodeURIComponent(location.pathname)}`, text: "Sign in again" }), ".");
 }
@@ -857,4 +878,14 @@ setInterval(() => {
   }
 }, 15000);
 
-new LiveSocket("/ws/swaps/", { onMessage, onOpen: resync, onState: setConnection }).connect();
+// A refused websocket looks the same whether the server is down or the session ended; the API tells them apart
+// (401 ends the session on this page, see signedOut).
+live = new LiveSocket("/ws/swaps/", {
+  onMessage,
+  onOpen: resync,
+  onState: setConnection,
+  onDrop: (failures) => {
+    if (failures >= 2) api("GET", "/swap/lock").catch(() => {});
+  },
+});
+live.connect();

@@ -31,7 +31,7 @@ export class SwapFeed {
       if (event.seq > this.lastSeq) this.pending.set(event.seq, event);
     }
     this.drain();
-    if (this.pending.size) this.catchUp();
+    if (this.pending.size) this.catchUp().catch(() => {}); // a failed read is retried at the next reconnection
   }
 
   drain() {

@@ -7,11 +7,12 @@ const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
 
 export class LiveSocket {
-  constructor(path, { onMessage, onOpen, onState }) {
+  constructor(path, { onMessage, onOpen, onState, onDrop = () => {} }) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
     this.onMessage = onMessage;
     this.onOpen = onOpen;
     this.onState = onState;
+    this.onDrop = onDrop;
     this.failures = 0;
     this.socket = null;
     this.timer = null;
@@ -68,9 +69,18 @@ export class LiveSocket {
       const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
       this.failures += 1;
       this.onState("reconnecting");
+      this.onDrop(this.failures);
       // Jitter spreads the reconnections of many dashboards after a server restart.
       this.timer = setTimeout(() => this.connect(), delay * (0.75 + Math.random() * 0.5));
     });
+  }
+
+  // For good (the session ended): no more reconnections.
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.socket) this.socket.close(1000, "stopped");
   }
 
   reconnectNow() {

@@ -147,3 +147,26 @@ def test_reconnect_after_the_swap_ended_shows_its_outcome(browser, clean):
         assert not watched.errors
     finally:
         watched.context.close()
+
+
+def test_a_page_whose_session_ended_says_so_and_stops_reconnecting(browser, clean):
+    relay = Relay()
+    watched = open_page(
+        browser, clean, before=lambda context: context.route_web_socket(re.compile(r"/ws/swaps/$"), relay.route)
+    )
+    page = watched.page
+    try:
+        # The session ends elsewhere (signed out from another tab of the same browser).
+        csrf = next(c["value"] for c in watched.context.cookies() if c["name"] == "csrftoken")
+        signed_out = watched.context.request.post("/logout/", headers={"X-CSRFToken": csrf}, max_redirects=0)
+        assert signed_out.status == 302
+        relay.drop(refuse=0, replay=0)
+        page.wait_for_selector("#connection[data-state=signed-out]")
+        notice = page.locator("#session-notice")
+        assert notice.is_visible() and "session has ended" in notice.inner_text()
+        attempts = len(relay.connections)
+        page.wait_for_timeout(3000)
+        assert len(relay.connections) == attempts  # no more reconnections
+        assert not watched.errors
+    finally:
+        watched.context.close()
