@@ -46,8 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sim: Any) -> Iterator[Serve
         sim.stop_containers()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium per test module: Playwright's event loop is gone before tests of other directories run."""
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (scripts/ensure-system-deps)"

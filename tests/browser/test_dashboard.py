@@ -227,3 +227,19 @@ def test_scheduled_jobs_appear_sorted_by_next_run_with_stale_marks(dashboard, cl
     assert clean.api("POST", "/schedule", json=revived).status_code == 200  # replaced
     page.wait_for_function("() => !document.querySelector('#schedule tr.stale')")
     assert rows.evaluate_all("rows => rows.map(r => r.dataset.job)") == ["forgotten", "nightly-eval", "adhoc"]
+
+
+def test_a_failed_swap_marks_the_step_it_failed_at_and_shows_why(dashboard, clean):
+    page = dashboard.page
+    clean.sim.set_fail_mode("oom")
+    previous = shown_swap(page)
+    click_swap(page, "small")
+    swap_id = wait_new_swap(page, previous)
+    wait_swap_state(page, "failed")
+    statuses = step_statuses(page)
+    assert [statuses[step] for step in STEPS] == ["done", "done", "done", "failed", "todo"]
+    swap = clean.api("GET", f"/swap/{swap_id}").json()
+    assert swap["state"] == "failed" and swap["error"]
+    assert page.locator("#active-swap .swap-notice .notice-error").text_content() == swap["error"]
+    assert page.locator("#now-serving .serving-model").inner_text() == "nothing"
+    assert not page.locator("li.model button[data-action=swap]").first.is_disabled()  # free to try again
