@@ -31,9 +31,10 @@ from swaps.launch import (
     build_logs_command,
     build_stop_command,
 )
-from swaps.models import EventKind, Swap, SwapState
+from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
 from swaps.preflight import PreflightReport, preflight_run
 from swaps.services import (
+    SwapSuperseded,
     serving_clear,
     swap_events_append,
     swap_finish,
@@ -89,23 +90,34 @@ class SwapRunner:
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> Swap:
         try:
-            self._run_steps()
-            swap_finish(swap=self.swap, state=SwapState.READY, message=self._ready_message())
-        except SwapCancelled:
-            self._stop_after_launch("cancelled")
-            swap_finish(swap=self.swap, state=SwapState.CANCELLED, message="cancelled")
-        except SwapFailed as exc:
-            self._stop_after_launch("failed")
-            swap_finish(swap=self.swap, state=SwapState.FAILED, error=self._with_tail(str(exc)))
-        except Exception as exc:  # noqa: BLE001 - any surprise must still end the swap and free the slot
-            logger.exception("swap %s crashed", self.swap.id)
-            self._stop_after_launch("failed")
-            swap_finish(swap=self.swap, state=SwapState.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+            state, error, message = self._outcome()
+            swap_finish(swap=self.swap, state=state, error=error, message=message)
+        except SwapSuperseded as exc:
+            # Reaped or cancelled elsewhere: the slot may belong to a newer swap now; touch neither row nor nodes.
+            logger.warning("swap %s stopped: %s", self.swap.id, exc)
         finally:
             self.http.close()
             if self.report is not None:
                 self.report.close()
         return self.swap
+
+    def _outcome(self) -> tuple[str, str, str | None]:
+        """Run the steps; the terminal (state, error, message) to record. SwapSuperseded passes through."""
+        try:
+            self._run_steps()
+            return SwapState.READY, "", self._ready_message()
+        except SwapCancelled:
+            self._stop_after_launch("cancelled")
+            return SwapState.CANCELLED, "", "cancelled"
+        except SwapFailed as exc:
+            self._stop_after_launch("failed")
+            return SwapState.FAILED, self._with_tail(str(exc)), None
+        except SwapSuperseded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any surprise must still end the swap and free the slot
+            logger.exception("swap %s crashed", self.swap.id)
+            self._stop_after_launch("failed")
+            return SwapState.FAILED, f"internal error: {type(exc).__name__}: {exc}", None
 
     def _run_steps(self) -> None:
         if self.entry is None:
@@ -345,6 +357,8 @@ class SwapRunner:
     def _stop_after_launch(self, why: str) -> None:
         if not self.launched or self.report is None or not self.report.connections:
             return
+        if not Swap.objects.filter(pk=self.swap.pk, state__in=ACTIVE_STATES).exists():
+            raise SwapSuperseded(f"swap {self.swap.id} ended elsewhere; leaving the nodes to whoever owns them")
         try:
             swap_events_append(
                 swap=self.swap, items=[(EventKind.PROGRESS, f"{why}: stopping the container it launched")]

@@ -157,9 +157,23 @@ def swap_request(
     return swap
 
 
+class SwapSuperseded(Exception):
+    """The swap ended elsewhere (reaped as interrupted, or cancelled while queued): its runner must stop at once
+    and touch nothing, because the nodes may already belong to the next swap."""
+
+
+def _lock_live(swap: Swap) -> Swap:
+    """Lock the row and make sure the swap has not ended behind the caller's back (compare-and-set)."""
+    fresh = Swap.objects.select_for_update().get(pk=swap.pk)
+    if fresh.is_terminal:
+        raise SwapSuperseded(f"swap {swap.id} is already {fresh.state}")
+    return fresh
+
+
 def swap_transition(*, swap: Swap, state: str, message: str | None = None, **fields: Any) -> Swap:
-    """Move a swap to a new (non-terminal) state and record the state event."""
+    """Move a swap to a new (non-terminal) state and record the state event; SwapSuperseded if it ended."""
     with transaction.atomic():
+        _lock_live(swap)
         swap.state = state
         for name, value in fields.items():
             setattr(swap, name, value)
@@ -175,6 +189,7 @@ def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None 
     from coordination.services import webhooks_enqueue
 
     with transaction.atomic():
+        _lock_live(swap)
         swap.state = state
         swap.error = error
         swap.finished_at = timezone.now()
@@ -289,9 +304,11 @@ class Heartbeat:
 
 
 def swap_heartbeat(*, swap: Swap, worker: str) -> Heartbeat:
-    """Record that the runner is alive; returns the cancel flag in the same round trip."""
-    Swap.objects.filter(pk=swap.pk).update(heartbeat_at=timezone.now(), worker=worker)
-    cancel = Swap.objects.filter(pk=swap.pk).values_list("cancel_requested", flat=True).first()
+    """Record that the runner is alive; returns the cancel flag. SwapSuperseded if the swap ended elsewhere."""
+    live = Swap.objects.filter(pk=swap.pk, state__in=ACTIVE_STATES)
+    if not live.update(heartbeat_at=timezone.now(), worker=worker):
+        raise SwapSuperseded(f"swap {swap.id} ended while its runner was busy")
+    cancel = live.values_list("cancel_requested", flat=True).first()
     return Heartbeat(cancel_requested=bool(cancel))
 
 

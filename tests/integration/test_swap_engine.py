@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from cluster.models import Service, SparkHost
 from cluster.services import cluster_settings_get
@@ -190,3 +192,29 @@ def test_unknown_or_changed_host_key_sends_no_command(topology, model_factory):
     swap = _run("tiny")
     assert swap.state == SwapState.FAILED and "no pinned host key" in swap.error
     assert topology.records()[before:] == []
+
+
+def test_a_runner_whose_swap_was_reaped_stops_and_touches_nothing(topology, model_factory, settings):
+    """A slow (not dead) worker must not overwrite `interrupted` nor stop a container the next swap owns."""
+    from swaps.services import swaps_reap_stale
+
+    topology.set_load_seconds(30)
+    model_factory("slow", repo="sim/tiny-model")
+    swap = swap_request(model_key="slow", dry_run=False, actor="test")
+    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
+    runner.start()
+    deadline = time.monotonic() + 20
+    while Swap.objects.get(pk=swap.pk).state != SwapState.LOADING:
+        assert time.monotonic() < deadline, "never reached loading"
+        time.sleep(0.05)
+    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "HEARTBEAT_STALE_SECONDS": 0}
+    Swap.objects.filter(pk=swap.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert [s.pk for s in swaps_reap_stale()] == [swap.pk]
+    stops_before = len([r for r in topology.records(prog="launch-cluster.sh") if "stop" in r["argv"]])
+    runner.join(timeout=20)
+    assert not runner.is_alive()
+    swap.refresh_from_db()
+    assert swap.state == SwapState.INTERRUPTED and swap.active is None
+    stops_after = len([r for r in topology.records(prog="launch-cluster.sh") if "stop" in r["argv"]])
+    assert stops_after == stops_before, "the superseded runner stopped a container it no longer owns"
+    assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
