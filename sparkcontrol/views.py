@@ -121,6 +121,7 @@ def swap_detail(request: HttpRequest, swap_id: str) -> HttpResponse:
             "swap": swap_out(swap),
             "record": swap,
             "events": events,
+            "last_seq": events[-1]["seq"] if events else 0,
             "admin_url": reverse("admin:swaps_swap_change", args=[swap.pk]),
         },
     )

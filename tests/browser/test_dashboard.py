@@ -243,3 +243,17 @@ def test_a_failed_swap_marks_the_step_it_failed_at_and_shows_why(dashboard, clea
     assert page.locator("#active-swap .swap-notice .notice-error").text_content() == swap["error"]
     assert page.locator("#now-serving .serving-model").inner_text() == "nothing"
     assert not page.locator("li.model button[data-action=swap]").first.is_disabled()  # free to try again
+
+
+def test_the_swap_page_follows_a_running_swap(dashboard, clean):
+    page = dashboard.page
+    clean.sim.set_load_seconds(4.0)
+    swap = clean.swap_start("tiny")
+    clean.swap_wait(swap["id"], states={"loading"})
+    page.goto(f"/swaps/{swap['id']}/")
+    first = len(rendered_seqs(page))
+    page.wait_for_selector("#swap-state[data-state=ready]", timeout=30_000)
+    seqs = rendered_seqs(page)
+    assert len(seqs) > first  # lines arrived after the page was rendered
+    assert seqs == [event["seq"] for event in clean.events(swap["id"])]
+    assert "Finished" in page.locator("#swap-live").inner_text()

@@ -1,0 +1,66 @@
+// The swap page: its log is rendered by the server; while the swap runs, new lines follow over the websocket,
+// with the same gap-free, duplicate-free catch-up as the dashboard.
+
+import { apiGet } from "./api.js";
+import { h } from "./dom.js";
+import { SwapFeed } from "./feed.js";
+import { LiveSocket } from "./live.js";
+
+const log = document.getElementById("swap-log");
+const badge = document.getElementById("swap-state");
+const note = document.getElementById("swap-live");
+const swapId = log.dataset.swap;
+const TERMINAL = new Set(["ready", "failed", "cancelled", "interrupted"]);
+
+function append(events) {
+  const empty = log.querySelector(".empty");
+  if (empty) empty.remove();
+  for (const event of events) {
+    log.append(
+      h(
+        "li",
+        { class: `ev ev-${event.kind}`, dataset: { seq: event.seq } },
+        h("span", { class: "ev-seq", text: event.seq }),
+        h("time", { datetime: event.at, text: event.at.slice(11, 19) }),
+        h("span", { class: "ev-msg", text: event.message }),
+      ),
+    );
+  }
+}
+
+function showState(swapState) {
+  badge.textContent = swapState;
+  badge.className = `badge state-${swapState}`;
+  badge.dataset.state = swapState;
+  if (TERMINAL.has(swapState)) {
+    live.stop();
+    note.textContent = "Finished. Reload for the final details.";
+  }
+}
+
+const feed = new SwapFeed({
+  fetchEvents: (id, after, limit) => apiGet(`/swap/${id}/events?after=${after}&limit=${limit}`),
+  onEvents: (id, events) => append(events),
+});
+feed.reset(swapId, Number(log.dataset.lastSeq || 0));
+
+const live = new LiveSocket("/ws/swaps/", {
+  onMessage: (message) => {
+    if (message.kind === "swap_events") feed.receive(message.swap_id, message.events || []);
+    else if (message.kind === "swap" && message.swap && message.swap.id === swapId) showState(message.swap.state);
+  },
+  onOpen: async () => {
+    try {
+      await feed.catchUp();
+      showState((await apiGet(`/swap/${swapId}`)).state);
+    } catch {
+      /* the next reconnection tries again */
+    }
+  },
+  onState: (value) => {
+    note.dataset.state = value;
+    if (!TERMINAL.has(badge.dataset.state)) note.textContent = value === "live" ? "Following live." : `${value}…`;
+  },
+});
+
+if (!TERMINAL.has(badge.dataset.state)) live.connect();
