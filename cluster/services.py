@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from cluster.models import ClusterSettings, Service, ServiceKind
 
@@ -132,9 +132,21 @@ def services_load(*, overrides_path: Path | None = None) -> dict[str, dict[str, 
     return merged
 
 
-@transaction.atomic
 def services_sync(*, overrides_path: Path | None = None) -> list[Service]:
     """Bring the Service rows in line with the files. On any error nothing changes: the last good set stays.
+
+    Two processes starting together may both insert a new service; the loser retries once and then updates.
+    """
+    try:
+        with transaction.atomic():
+            return _services_sync(overrides_path)
+    except IntegrityError:
+        with transaction.atomic():
+            return _services_sync(overrides_path)
+
+
+def _services_sync(overrides_path: Path | None) -> list[Service]:
+    """The body of services_sync, inside its transaction.
 
     The admin's `enabled` flag and gateway cap belong to people, so an existing row keeps them unless the file
     sets a cap explicitly.
