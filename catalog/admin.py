@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from catalog.forms import LocalModelForm
 from catalog.models import ModelEntry
 from catalog.services import DiskDeleteRefused, model_disk_delete
+from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 
 
@@ -30,7 +31,8 @@ class SourceFilter(admin.SimpleListFilter):
 
 
 @admin.register(ModelEntry)
-class ModelEntryAdmin(admin.ModelAdmin):
+class ModelEntryAdmin(AuditDeletesMixin, admin.ModelAdmin):
+    audit_prefix = "catalog"
     list_display = ["key", "name", "source_badge", "nodes", "enabled"]
     list_filter = [SourceFilter, "nodes", "enabled"]
     search_fields = ["key", "name", "repo", "local_path", "served_model_name"]
@@ -81,10 +83,6 @@ class ModelEntryAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         action = "catalog.change" if change else "catalog.create"
         audit_record(actor=request.user.get_username(), action=action, target=obj.key)
-
-    def delete_model(self, request: HttpRequest, obj: ModelEntry) -> None:
-        audit_record(actor=request.user.get_username(), action="catalog.delete", target=obj.key)
-        super().delete_model(request, obj)
 
     @admin.action(description="Delete model files from the nodes' disks")
     def delete_from_disk(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]

@@ -9,11 +9,12 @@ from django.urls import reverse
 from cluster.models import ClusterSettings, Service, SparkHost
 from cluster.selectors import service_is_disabled
 from cluster.services import cluster_settings_get
+from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 
 
-class AuditedAdmin(admin.ModelAdmin):
-    """Every save and delete of topology is written to the audit trail."""
+class AuditedAdmin(AuditDeletesMixin, admin.ModelAdmin):
+    """Every save and delete (single or bulk) of topology is written to the audit trail."""
 
     audit_prefix = "topology"
 
@@ -26,10 +27,6 @@ class AuditedAdmin(admin.ModelAdmin):
             target=str(obj),
             detail={"fields": fields},
         )
-
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
-        audit_record(actor=request.user.get_username(), action=f"{self.audit_prefix}.delete", target=str(obj))
-        super().delete_model(request, obj)
 
 
 @admin.register(SparkHost)

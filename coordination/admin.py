@@ -17,6 +17,7 @@ from coordination.services import (
     webhook_endpoint_create,
     webhook_endpoint_rotate_secret,
 )
+from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 
 
@@ -31,7 +32,8 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(AuditDeletesMixin, admin.ModelAdmin):
+    audit_prefix = "webhook"
     form = WebhookEndpointForm
     list_display = ["url", "events_list", "enabled", "created_at"]
     list_filter = ["enabled"]
@@ -142,5 +144,8 @@ class ScheduledJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Remove from the registry", permissions=["view"])
     def remove(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
-        removed = sum(schedule_delete(job_id=job_id) for job_id in queryset.values_list("id", flat=True))
+        removed = sum(
+            schedule_delete(job_id=job_id, actor=request.user.get_username())
+            for job_id in queryset.values_list("id", flat=True)
+        )
         self.message_user(request, f"Removed {removed} entry(ies).")

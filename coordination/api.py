@@ -67,13 +67,13 @@ def list_schedule(request: HttpRequest) -> list[dict]:
 @router.post("/schedule", response={200: ScheduleOut, 201: ScheduleOut}, auth=operate_auth)
 def put_schedule(request: HttpRequest, payload: ScheduleIn) -> Status:
     """Register a job (201) or replace the entry with this id (200)."""
-    job, created = schedule_upsert(data=payload.model_dump())
+    job, created = schedule_upsert(data=payload.model_dump(), actor=request.auth.name)
     return Status(201 if created else 200, schedule_view(job=job, at=clock.now()))
 
 
 @router.delete("/schedule/{job_id}", response={204: None}, auth=operate_auth)
 def delete_schedule(request: HttpRequest, job_id: str) -> Status:
     """Remove a registered job; 404 if there is none with this id."""
-    if not schedule_delete(job_id=job_id):
+    if not schedule_delete(job_id=job_id, actor=request.auth.name):
         raise HttpError(404, f"no scheduled job with id {job_id!r}")
     return Status(204, None)

@@ -442,7 +442,7 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: str) -> None:
 SCHEDULE_FIELDS = ("name", "owner", "schedule", "next_run", "model", "description")
 
 
-def schedule_upsert(*, data: dict[str, Any]) -> tuple[ScheduledJob, bool]:
+def schedule_upsert(*, data: dict[str, Any], actor: str) -> tuple[ScheduledJob, bool]:
     """Create or replace a registry entry (absent optional fields are cleared); returns (entry, created)."""
     values = {name: data.get(name) for name in SCHEDULE_FIELDS}
     values["model"] = values["model"] or ""
@@ -453,15 +453,22 @@ def schedule_upsert(*, data: dict[str, Any]) -> tuple[ScheduledJob, bool]:
     candidate = ScheduledJob(id=data.get("id") or "", **values)
     candidate.full_clean(validate_unique=False)
     job, created = ScheduledJob.objects.update_or_create(id=candidate.id, defaults=values)
+    audit_record(
+        actor=actor,
+        action="schedule.create" if created else "schedule.replace",
+        target=job.id,
+        detail={"owner": job.owner, "model": job.model},
+    )
     broadcast_on_commit(
         {"kind": "schedule", "op": "upsert", "entry": _jsonable(schedule_view(job=job, at=clock.now()))}
     )
     return job, created
 
 
-def schedule_delete(*, job_id: str) -> bool:
+def schedule_delete(*, job_id: str, actor: str) -> bool:
     """Remove a registry entry; False when there was none."""
     deleted, _ = ScheduledJob.objects.filter(pk=job_id).delete()
     if deleted:
+        audit_record(actor=actor, action="schedule.delete", target=job_id)
         broadcast_on_commit({"kind": "schedule", "op": "delete", "id": job_id})
     return bool(deleted)

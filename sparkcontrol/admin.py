@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 from sparkcontrol.models import APIToken, AuditEntry
 from sparkcontrol.tokens import apitoken_create
@@ -22,7 +23,8 @@ class APITokenForm(forms.ModelForm):
 
 
 @admin.register(APIToken)
-class APITokenAdmin(admin.ModelAdmin):
+class APITokenAdmin(AuditDeletesMixin, admin.ModelAdmin):
+    audit_prefix = "token"
     list_display = ["name", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked"]
     list_filter = ["scope", "revoked"]
     search_fields = ["name", "prefix"]
