@@ -127,11 +127,15 @@ def _swap_view(swap: Swap | None) -> SwapView | None:
 
 
 def swaps_load() -> SwapsSnapshot:
-    """Read what is served and the active and latest real (not dry-run) swaps: three small indexed queries."""
-    serving = ServingState.objects.filter(pk=1).values_list("model_key", "served_model_name").first() or ("", "")
+    """Read what is served and the active and latest real (not dry-run) swaps: three small indexed queries.
+
+    The swaps are read before what is served: a swap finishing in between then shows as still active with its
+    model already served (a hold that resolves on the next tick), never as "neither active nor served".
+    """
     real = Swap.objects.select_related("model").filter(dry_run=False)
     active = real.filter(active=True, state__in=ACTIVE_STATES).first()
     latest = active or real.order_by("-created_at").first()
+    serving = ServingState.objects.filter(pk=1).values_list("model_key", "served_model_name").first() or ("", "")
     return SwapsSnapshot(
         serving_key=serving[0],
         serving_name=serving[1],

@@ -311,7 +311,13 @@ class Gateway:
                 if current.action == "serve":
                     return current
                 assert self.swaps is not None
-                return held_outcome(swap_id=swap_id, swaps=self.swaps) or current
+                failed = held_outcome(swap_id=swap_id, swaps=self.swaps)
+                if failed is not None:
+                    return failed
+                if current.action == "refuse":
+                    return current
+                # "swap": the swap ended ready but its model is not (yet) what the snapshot shows as served;
+                # a held request never starts a swap itself, it waits for the next refresh (bounded).
         finally:
             with self.lock:
                 self.held -= 1

@@ -114,6 +114,9 @@ def error_response(
 
 
 def _refusal(decision: Decision) -> JsonResponse:
+    if decision.action != "refuse":
+        message = "the model is not available right now; retry later"
+        return error_response(503, "model_unavailable", message, retry_after=5)
     return error_response(
         decision.status, decision.code, decision.message, retry_after=decision.retry_after, **decision.extra
     )
@@ -298,7 +301,7 @@ async def _proxy(request: HttpRequest, spec: RouteSpec) -> HttpResponse:
         decision = await _start_swap(request, principal, decision)
     if decision.action == "hold":
         decision = await runtime.hold(model=model, default_kind=spec.default_kind, decision=decision)
-    if decision.action == "refuse":
+    if decision.action != "serve" or decision.service is None:
         service = decision.service.key if decision.service else "-"
         REQUESTS.labels(service, spec.name, str(decision.status)).inc()
         return _refusal(decision)
