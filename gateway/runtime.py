@@ -314,10 +314,18 @@ class Gateway:
                 failed = held_outcome(swap_id=swap_id, swaps=self.swaps)
                 if failed is not None:
                     return failed
-                if current.action == "refuse":
+                # The swap ended ready but the snapshot does not show its model served yet ("not loaded", or "swap"
+                # with on-demand on): wait for the next refresh (bounded). A held request never starts a swap.
+                racing = self.swaps.latest is not None and self.swaps.latest.id == swap_id
+                if current.action == "refuse" and not (racing and current.code == "model_not_loaded"):
                     return current
-                # "swap": the swap ended ready but its model is not (yet) what the snapshot shows as served;
-                # a held request never starts a swap itself, it waits for the next refresh (bounded).
+                if not racing:
+                    return _refuse(
+                        503,
+                        "model_unavailable",
+                        f"the swap to {model!r} was replaced by another; retry later",
+                        retry_after=settings.retry_after_s,
+                    )
         finally:
             with self.lock:
                 self.held -= 1
