@@ -69,7 +69,7 @@ MIDDLEWARE = [
     "sparkcontrol.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sparkcontrol.middleware.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "sparkcontrol.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
