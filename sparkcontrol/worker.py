@@ -7,11 +7,13 @@ next poll; tasks enqueued by other processes are still found by the poll.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.db.utils import OperationalError
 from django_tasks.signals import task_enqueued
@@ -74,12 +76,33 @@ class WakeableWorker(Worker):
             close_old_connections()
 
 
-def start_embedded_worker(*, interval: float, threads: int = 2) -> list[WakeableWorker]:
-    """Start worker threads (one for swaps, the rest for everything else) and return them for stopping."""
-    workers = []
-    for index in range(threads):
-        worker = WakeableWorker(interval=interval)
-        thread = threading.Thread(target=worker.run, name=f"task-worker-{index}", daemon=True)
-        thread.start()
-        workers.append(worker)
+def start_embedded_worker(
+    *, interval: float, threads: int = 2, loop: asyncio.AbstractEventLoop | None = None
+) -> list[WakeableWorker]:
+    """Start worker threads (one for swaps, the rest for everything else) and return them for stopping.
+
+    With `loop` (the serving process's event loop), the threads are started from it, as `sync_to_async` starts
+    threads: a push they make (`async_to_sync(group_send)`) then runs on that loop, which wakes at once. Started
+    plainly, each push runs on a throw-away loop of its own, and the in-memory channel layer's queues belong to the
+    server's loop: dashboards got the message only when something else next woke the server (up to a second).
+    """
+    workers = [WakeableWorker(interval=interval) for _ in range(threads)]
+    for index, worker in enumerate(workers):
+        name = f"task-worker-{index}"
+        if loop is None:
+            threading.Thread(target=worker.run, name=name, daemon=True).start()
+        else:
+            loop.call_soon_threadsafe(_start_from_loop, worker, name)
     return workers
+
+
+def _start_from_loop(worker: WakeableWorker, name: str) -> None:
+    from sparkcontrol.serving import DaemonThreadExecutor
+
+    run = sync_to_async(worker.run, thread_sensitive=False, executor=DaemonThreadExecutor(name))
+    asyncio.ensure_future(run()).add_done_callback(_report_exit)
+
+
+def _report_exit(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("embedded task worker stopped", exc_info=future.exception())

@@ -1,12 +1,23 @@
-"""`manage.py serve`: the one process of the embedded default (HTTP, websockets and the task worker)."""
+"""`manage.py serve`: the one process of the embedded default (HTTP, websockets and the task worker).
+
+`--workers N` runs N such processes on one listening socket (the kernel spreads the connections), for more than
+one core's worth of HTTP. They share the database, and need a channel layer they share too (REDIS_URL): a
+dashboard connected to one process must get the events the others write.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sparkcontrol.firstrun import admin_ensure
 
@@ -21,8 +32,40 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=9999)
         parser.add_argument("--no-worker", action="store_true", help="Do not run the task worker in this process.")
         parser.add_argument("--demo", action="store_true", help="Also start a simulated Spark cluster (sparksim).")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="Serving processes sharing the port, each with its task worker (more than 1 needs REDIS_URL).",
+        )
+        parser.add_argument(
+            "--threads", type=int, default=16, help="Threads per process for sync views (each keeps a DB connection)."
+        )
+        # A process started by `--workers`: serve on the inherited socket, skip the once-per-start work.
+        parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, host: str, port: int, no_worker: bool, demo: bool, **options) -> None:  # type: ignore[override]
+    def handle(  # type: ignore[override]
+        self,
+        *args,
+        host: str,
+        port: int,
+        no_worker: bool,
+        demo: bool,
+        workers: int,
+        threads: int,
+        listen_fd: int | None,
+        **options,
+    ) -> None:
+        if workers < 1 or threads < 1:
+            raise CommandError("--workers and --threads take a number of at least 1")
+        if listen_fd is not None:
+            self._serve(endpoint_fd=listen_fd, host=host, port=port, threads=threads, no_worker=no_worker)
+            return
+        if workers > 1 and not settings.REDIS_URL:
+            raise CommandError(
+                "--workers above 1 needs REDIS_URL: the processes must share a channel layer, or a dashboard "
+                "connected to one of them misses what the others do"
+            )
         call_command("migrate", interactive=False, verbosity=0)
         username, password = admin_ensure()
         self.stdout.write(f"Spark Control data directory: {settings.DATA_DIR}")
@@ -34,36 +77,109 @@ class Command(BaseCommand):
             from sparkcontrol.demo import demo_start
 
             demo_cluster = demo_start(stdout=self.stdout)
-        workers = []
-        if not no_worker:
-            from sparkcontrol.worker import start_embedded_worker
-
-            workers = start_embedded_worker(interval=settings.SPARKCONTROL["WORKER_INTERVAL_SECONDS"])
         from sparkcontrol.startup import on_serve_start
 
         housekeeping = on_serve_start()
         shown_host = f"[{host}]" if ":" in host else host
-        self.stdout.write(
-            self.style.SUCCESS(f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/")
-        )
-        self.stdout.flush()
         try:
-            self._run_server(host, port)
+            if workers == 1:
+                self._serve(
+                    endpoint_fd=None,
+                    host=host,
+                    port=port,
+                    threads=threads,
+                    no_worker=no_worker,
+                    banner=f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/",
+                )
+            else:
+                self._supervise(host=host, port=port, workers=workers, threads=threads, no_worker=no_worker)
         finally:
             housekeeping.set()
-            for worker in workers:
-                worker.stop()
             if demo_cluster is not None:
                 demo_cluster.stop()
 
-    def _run_server(self, host: str, port: int) -> None:
+    def _serve(
+        self, *, endpoint_fd: int | None, host: str, port: int, threads: int, no_worker: bool, banner: str = ""
+    ) -> None:
+        """Run daphne in this process; the task worker threads start from its event loop once it runs."""
+        import asyncio
+
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
-        from sparkcontrol.asgi import application
+        from sparkcontrol.serving import keep_database_connections, serving_application
 
-        Server(
-            application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            verbosity=0,
-        ).run()
+        keep_database_connections()
+        application = serving_application(threads=threads)
+        workers = []
+
+        def ready() -> None:
+            if not no_worker:
+                from sparkcontrol.worker import start_embedded_worker
+
+                workers.extend(
+                    start_embedded_worker(
+                        interval=settings.SPARKCONTROL["WORKER_INTERVAL_SECONDS"], loop=asyncio.get_event_loop()
+                    )
+                )
+            if banner:
+                self.stdout.write(self.style.SUCCESS(banner))
+                self.stdout.flush()
+
+        if endpoint_fd is not None:
+            endpoints = build_endpoint_description_strings(file_descriptor=endpoint_fd)
+        else:
+            endpoints = build_endpoint_description_strings(host=host, port=port)
+        try:
+            Server(application=application, endpoints=endpoints, verbosity=0, ready_callable=ready).run()
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    def _supervise(self, *, host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+        """Bind once, start `workers` serving processes on the socket; stop them all when one ends or on a signal."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+        listener.set_inheritable(True)
+        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--listen-fd", str(listener.fileno())]
+        argv += ["--host", host, "--port", str(port), "--threads", str(threads)]
+        if no_worker:
+            argv.append("--no-worker")
+        children = [subprocess.Popen(argv, pass_fds=(listener.fileno(),)) for _ in range(workers)]
+        listener.close()
+        shown_host = f"[{host}]" if ":" in host else host
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/   "
+                f"({workers} processes: {', '.join(str(child.pid) for child in children)})"
+            )
+        )
+        self.stdout.flush()
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        exited: list[subprocess.Popen] = []
+        try:
+            while not stopping and not exited:
+                time.sleep(0.2)
+                exited = [child for child in children if child.poll() is not None]
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        if exited and not stopping:
+            child = exited[0]
+            raise CommandError(f"serving process {child.pid} exited with {child.returncode}; the others were stopped")

@@ -1,0 +1,120 @@
+"""How `serve` runs Django: sync views through the pooled handler, async views through Django's own ASGI handler,
+and task workers started from the server's loop so their pushes run on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from django.urls import resolve
+
+from sparkcontrol.serving import DaemonThreadExecutor, PooledSyncHandler
+
+
+def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 9999),
+    }
+
+
+async def _call(app, scope: dict) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    messages: list[dict] = []
+    delivered = False
+
+    async def receive() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return messages[0]["status"], body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_view_is_answered_from_the_pool_and_an_async_one_by_the_async_handler():
+    forwarded: list[str] = []
+
+    async def async_handler(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        forwarded.append(scope["path"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    handler = PooledSyncHandler(threads=2, async_handler=async_handler)
+    try:
+        status, body = asyncio.run(_call(handler, _scope("/api/health")))
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert iscoroutinefunction(resolve("/v1/models").func)
+        status, _ = asyncio.run(_call(handler, _scope("/v1/models")))
+        assert status == 299 and forwarded == ["/v1/models"]
+        status, body = asyncio.run(_call(handler, _scope("/api/swap/lock")))
+        assert status == 401 and b"authentication required" in body
+    finally:
+        handler.pool.shutdown(wait=True)
+
+
+def test_a_thread_started_from_the_loop_runs_its_async_calls_on_that_loop():
+    """What the embedded workers rely on: their async_to_sync(group_send) must run on the server's loop."""
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def where() -> None:
+        seen.append(asyncio.get_running_loop())
+
+    def blocking_worker() -> str:
+        async_to_sync(where)()
+        return threading.current_thread().name
+
+    async def main() -> tuple[str, asyncio.AbstractEventLoop]:
+        name = await sync_to_async(blocking_worker, thread_sensitive=False, executor=DaemonThreadExecutor("w-1"))()
+        return name, asyncio.get_running_loop()
+
+    name, loop = asyncio.run(main())
+    assert name == "w-1"
+    assert seen == [loop]
+
+
+def test_several_serving_processes_need_a_shared_channel_layer(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.REDIS_URL = ""
+    with pytest.raises(CommandError, match="REDIS_URL"):
+        call_command("serve", workers=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_served_application_keeps_the_body_limit_at_the_edge():
+    from django.conf import settings
+
+    from sparkcontrol.serving import serving_application
+
+    application = serving_application(threads=1)
+    too_big = str(settings.API_MAX_BODY_BYTES + 1).encode()
+    scope = {
+        **_scope("/api/swap"),
+        "method": "POST",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-length", too_big)],
+    }
+    status, _ = asyncio.run(_call(application, scope))
+    assert status == 413
+    status, _ = asyncio.run(_call(application, _scope("/api/health")))
+    assert status == 200
