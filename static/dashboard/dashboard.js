@@ -181,10 +181,16 @@ function showSwap(swap, { events = null, startAfter = 0 } = {}) {
 function appendEvents(events) {
   const stick = panels.log.scrollHeight - panels.log.scrollTop - panels.log.clientHeight < 40;
   const fragment = document.createDocumentFragment();
+  let moved = false;
   for (const event of events) {
     // Every event carries the swap's state at the time: the last step before a failure is where it failed.
     state.reached.add(event.state);
     if (STEPS.includes(event.state) && event.state !== "ready") state.lastActive = event.state;
+    // State events come in seq order, so they move the stepper even if a `swap` message is late or lost.
+    if (event.kind === "state" && state.shown && state.shown.state !== event.state && !TERMINAL.has(state.shown.state)) {
+      state.shown = { ...state.shown, state: event.state };
+      moved = true;
+    }
     fragment.append(
       h(
         "li",
@@ -199,7 +205,13 @@ function appendEvents(events) {
   for (let i = 0; i < extra; i += 1) panels.log.firstElementChild.remove();
   panels.log.dataset.trimmed = extra > 0 || panels.log.dataset.trimmed === "true" ? "true" : "false";
   if (stick) panels.log.scrollTop = panels.log.scrollHeight;
-  renderStepper();
+  if (moved) {
+    renderSwap();
+    renderServing();
+    renderCatalog();
+  } else {
+    renderStepper();
+  }
 }
 
 function renderStepper() {
@@ -711,7 +723,14 @@ function historyUpsert(swap) {
 
 // --- messages ----------------------------------------------------------------------------------------------
 
+function isLate(swap) {
+  // Terminal states are final: a message still saying "loading" after one said "ready" arrived late.
+  const known = state.shown && state.shown.id === swap.id ? state.shown : state.history.find((s) => s.id === swap.id);
+  return Boolean(known && TERMINAL.has(known.state) && !TERMINAL.has(swap.state));
+}
+
 function onSwap(swap) {
+  if (isLate(swap)) return;
   historyUpsert(swap);
   renderHistory();
   const shown = state.shown;
