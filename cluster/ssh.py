@@ -228,6 +228,44 @@ class ConnectionPool:
             self._entries[host.pk] = (identity, connection, now)
         return connection
 
+    def get_all(self, hosts: list[SparkHost]) -> dict[str, SparkConnection | SshError]:
+        """`get` for several Sparks; those without a usable pooled connection are connected at once, not in turn.
+
+        Returns each host's connection, or the SshError that stopped it, by host name.
+        """
+        out: dict[str, SparkConnection | SshError] = {}
+        missing = []
+        for host in hosts:
+            if self._usable(host):
+                out[host.name] = self.get(host)
+            else:
+                missing.append(host)
+
+        def connect(host: SparkHost) -> None:
+            try:
+                out[host.name] = self.get(host)
+            except SshError as exc:
+                out[host.name] = exc
+
+        threads = [threading.Thread(target=connect, args=(host,), daemon=True) for host in missing[1:]]
+        for thread in threads:
+            thread.start()
+        if missing:
+            connect(missing[0])
+        for thread in threads:
+            thread.join()
+        return out
+
+    def _usable(self, host: SparkHost) -> bool:
+        with self._lock:
+            entry = self._entries.get(host.pk)
+        if entry is None:
+            return False
+        identity, connection, last_used = entry
+        return (
+            identity == self._identity(host) and connection.is_active and time.monotonic() - last_used < self.max_idle
+        )
+
     def clear(self) -> None:
         with self._lock:
             entries, self._entries = list(self._entries.values()), {}
@@ -242,6 +280,11 @@ connection_pool = ConnectionPool()
 def spark_connect(host: SparkHost) -> SparkConnection:
     """An open connection to `host` from the pool (host key pinned, TCP_NODELAY set)."""
     return connection_pool.get(host)
+
+
+def spark_connect_all(hosts: list[SparkHost]) -> dict[str, SparkConnection | SshError]:
+    """Open connections to several Sparks from the pool; missing ones are connected concurrently."""
+    return connection_pool.get_all(hosts)
 
 
 def _read_all(stream) -> str:  # type: ignore[no-untyped-def]
