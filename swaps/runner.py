@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 from django.conf import settings
@@ -22,7 +26,7 @@ from django.utils import timezone
 from catalog.models import ModelEntry
 from cluster.models import ClusterSettings
 from cluster.services import cluster_settings_get
-from cluster.ssh import SparkConnection, SshError
+from cluster.ssh import SparkConnection, SshError, spark_connect_all
 from swaps.drain import drain_timeout_s, drain_wait
 from swaps.launch import (
     MEMINFO_COMMAND,
@@ -32,7 +36,7 @@ from swaps.launch import (
     build_stop_command,
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
-from swaps.preflight import PreflightReport, preflight_run
+from swaps.preflight import PreflightReport, preflight_nodes, preflight_run
 from swaps.services import (
     SwapSuperseded,
     serving_clear,
@@ -43,11 +47,27 @@ from swaps.services import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEATH_SIGNS = re.compile(r"EngineDeadError|Traceback \(most recent call last\)|out of memory|OutOfMemoryError", re.I)
 CAUSE_LINE = re.compile(r"\b\w+(Error|Exception)\b:|out of memory", re.I)
 DEATH_GRACE_SECONDS = 0.5
 READY_HINTS = re.compile(r"Application startup complete|Uvicorn running on|Starting vLLM API server", re.I)
+# The last steps before vLLM's API server starts: from here the port is watched closely.
+NEAR_READY_HINTS = re.compile(
+    r"Capturing CUDA graph|Graph capturing finished|torch.compile takes|Available KV cache memory|init engine", re.I
+)
+# Readiness: a TCP connect to the vLLM port (refused until it listens, ~0.1 ms) every PORT_WATCH_SECONDS, then one
+# GET /v1/models once it accepts. Closer watching for a while after a hint in the log.
+PORT_WATCH_SECONDS = 0.05
+NEAR_READY_WATCH = (0.005, 60.0)  # every 5 ms, for up to 60 s after a near-ready line
+READY_WATCH = (0.002, 10.0)  # every 2 ms, for up to 10 s after the API server's start-up line
+MODELS_REPOLL_SECONDS = 0.25  # the port answers but the model is not listed yet
+LOG_WAIT_SECONDS = 0.05
+# After ready: how long the log is still followed for the API server's last start-up lines, and the last of them.
+LOG_AFTER_READY_SECONDS = 1.0
+STARTED_LINE = re.compile(r"Application startup complete", re.I)
 PROGRESS_HINTS = re.compile(
     r"Loading weights|Loading safetensors|Capturing CUDA graph|Graph capturing finished|torch.compile|"
     r"Compiling|Model loading took|Memory profiling",
@@ -85,18 +105,27 @@ class SwapRunner:
         self.log_events = 0
         self.last_beat = 0.0
         self.deadline = time.monotonic() + self.cluster.swap_timeout_s
-        self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5))
+        # Made when loading starts: a new client loads the CA bundle (~15 ms), which neither the swap's start nor the
+        # moment vLLM answers should wait for.
+        self.http: httpx.Client | None = None
+        # The container log being followed: its lines, and the flag that stops the follower.
+        self.log_lines: queue.Queue[str | None] | None = None
+        self.log_stop = threading.Event()
 
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> Swap:
         try:
             state, error, message = self._outcome()
             swap_finish(swap=self.swap, state=state, error=error, message=message)
+            if state == SwapState.READY:
+                self._log_after_ready()
         except SwapSuperseded as exc:
             # Reaped or cancelled elsewhere: the slot may belong to a newer swap now; touch neither row nor nodes.
             logger.warning("swap %s stopped: %s", self.swap.id, exc)
         finally:
-            self.http.close()
+            self.log_stop.set()
+            if self.http is not None:
+                self.http.close()
             if self.report is not None:
                 self.report.close()
         return self.swap
@@ -140,6 +169,7 @@ class SwapRunner:
     # --- steps -----------------------------------------------------------------------------------------------
     def _preflight(self) -> None:
         secrets = {"HF_TOKEN": settings.SPARKCONTROL.get("HF_TOKEN", "")}
+        _connect_all(entry=self.entry)
         self.report = preflight_run(
             entry=self.entry, cluster=self.cluster, secrets=secrets, keep_connections=not self.swap.dry_run
         )
@@ -183,10 +213,9 @@ class SwapRunner:
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         command = build_container_list_command(cluster=self.cluster)
         while True:
+            listed = _on_each(self.report.connections, lambda connection: connection.run(command, timeout=20))
             still = [
-                name
-                for name, connection in self.report.connections.items()
-                if self.cluster.effective_container in connection.run(command, timeout=20).stdout.split()
+                name for name, result in listed.items() if self.cluster.effective_container in result.stdout.split()
             ]
             if not still:
                 return
@@ -232,9 +261,10 @@ class SwapRunner:
 
     def _wait_ready(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LOADING, message="loading: following the container log")
+        self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False)
         since = self.launch_started.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines: queue.Queue[str | None] = queue.Queue()
-        stop = threading.Event()
+        self.log_lines, stop = lines, self.log_stop
         follower = threading.Thread(
             target=self._follow_log,
             args=(build_logs_command(cluster=self.cluster, since=since), lines, stop),
@@ -244,15 +274,14 @@ class SwapRunner:
         follower.start()
         pending: list[tuple[str, str]] = []
         last_flush = time.monotonic()
-        next_poll = time.monotonic()
-        hinted_until = 0.0
+        next_check = time.monotonic()
+        watches: list[tuple[float, float]] = []  # (every, until) after hints in the log
         log_ended = False
         dying_since: float | None = None
         try:
             while True:
                 now = time.monotonic()
-                fast = now < hinted_until
-                wait = max(0.0, min(next_poll - now, 0.01 if fast else 0.05))
+                wait = max(0.0, min(next_check - now, LOG_WAIT_SECONDS))
                 try:
                     line = lines.get(timeout=wait)
                 except queue.Empty:
@@ -264,9 +293,12 @@ class SwapRunner:
                         if DEATH_SIGNS.search(line) and dying_since is None:
                             # The cause comes at the end of a traceback: read on briefly before failing.
                             dying_since = time.monotonic()
-                        if READY_HINTS.search(line):
-                            hinted_until = time.monotonic() + 5.0
-                            next_poll = 0.0
+                        hint = READY_WATCH if READY_HINTS.search(line) else None
+                        if hint is None and NEAR_READY_HINTS.search(line):
+                            hint = NEAR_READY_WATCH
+                        if hint is not None:
+                            watches.append((hint[0], time.monotonic() + hint[1]))
+                            next_check = 0.0
                     try:
                         line = lines.get_nowait()
                     except queue.Empty:
@@ -277,11 +309,15 @@ class SwapRunner:
                     self._flush(pending)
                     raise SwapFailed(f"vLLM failed while loading: {_death_cause(self.tail)}")
                 now = time.monotonic()
-                if now >= next_poll:
-                    if self._is_ready():
-                        self._flush(pending)
-                        return
-                    next_poll = now + (0.01 if now < hinted_until else 0.25)
+                if now >= next_check:
+                    if self._port_accepts():
+                        if self._is_ready():
+                            self._flush(pending)
+                            return
+                        next_check = now + MODELS_REPOLL_SECONDS
+                    else:
+                        watches = [(every, until) for every, until in watches if until > now]
+                        next_check = now + min([every for every, _ in watches], default=PORT_WATCH_SECONDS)
                 if pending and (now - last_flush >= LOG_FLUSH_SECONDS or len(pending) >= LOG_FLUSH_MAX_LINES):
                     self._flush(pending)
                     last_flush = now
@@ -300,8 +336,32 @@ class SwapRunner:
                     self._flush(pending)
                     raise SwapFailed(f"not ready after the swap timeout of {self.cluster.swap_timeout_s} s")
                 self._beat()
-        finally:
+        except BaseException:
             stop.set()
+            raise
+
+    def _log_after_ready(self) -> None:
+        """Record the start-up lines still on their way: readiness is often seen (the port accepts) before the log
+        follower has delivered the API server's last lines. Bounded, after the row is ready; never fails the swap."""
+        if self.log_lines is None:
+            return
+        pending: list[tuple[str, str]] = []
+        deadline = time.monotonic() + LOG_AFTER_READY_SECONDS
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    line = self.log_lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                if line is None:
+                    break
+                if line:
+                    pending.append(self._classify(line))
+                    if STARTED_LINE.search(line):
+                        break
+            self._flush(pending)
+        except Exception:  # noqa: BLE001 - the swap is ready; a lost log line must not change that
+            logger.exception("swap %s: could not record the last start-up lines", self.swap.id)
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _follow_log(self, command: str, lines: queue.Queue, stop: threading.Event) -> None:
@@ -327,6 +387,16 @@ class SwapRunner:
         self.log_events += len(batch)
         swap_events_append(swap=self.swap, items=batch)
         pending.clear()
+
+    def _port_accepts(self) -> bool:
+        """The vLLM port takes a TCP connection (vLLM binds it early but listens only once its API server runs)."""
+        try:
+            with socket.create_connection(
+                (self.report.nodes[0].address, self.cluster.effective_vllm_port), timeout=0.5
+            ):
+                return True
+        except OSError:
+            return False
 
     def _is_ready(self) -> bool:
         head = self.report.nodes[0]
@@ -371,6 +441,26 @@ class SwapRunner:
         if not self.tail:
             return message
         return message + "\nlast log lines:\n" + "\n".join(self.tail)
+
+
+def _connect_all(*, entry: ModelEntry) -> None:
+    """Take from the pool, or open at once, the SSH connection to every node of the swap, so a cold start pays one
+    handshake instead of one per node in turn. Failures are left to the pre-flight, which connects again and
+    reports them."""
+    nodes, _ = preflight_nodes(entry=entry)
+    if len(nodes) > 1:
+        spark_connect_all(nodes)
+
+
+def _on_each(items: dict[str, T], call: Callable[[T], R]) -> dict[str, R]:
+    """`call` on every value at once (one thread per extra item: each is a different Spark); results by key."""
+    if len(items) < 2:
+        return {key: call(value) for key, value in items.items()}
+    with ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="swap-node") as pool:
+        keys = list(items)
+        futures = {key: pool.submit(call, items[key]) for key in keys[1:]}
+        first = call(items[keys[0]])
+        return {keys[0]: first, **{key: future.result() for key, future in futures.items()}}
 
 
 def _death_cause(tail: deque[str]) -> str:
