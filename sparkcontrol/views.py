@@ -7,6 +7,7 @@ afterwards comes from the `/ws/swaps/` websocket or the REST API, with the sessi
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from catalog.api import model_out
@@ -29,6 +31,8 @@ LOGIN_URL = "/login/"
 HISTORY_SIZE = 12
 # The page starts with the tail of the shown swap's log; the browser fetches whatever comes after it.
 LOG_TAIL = 500
+# The swap page keeps following this long after the end: the runner records the last start-up lines after "ready".
+FOLLOW_AFTER_END = timedelta(minutes=1)
 # Generous: the runner keeps at most 5000 log events per swap, plus its state and progress lines.
 DETAIL_EVENTS_MAX = 20000
 
@@ -122,6 +126,9 @@ def swap_detail(request: HttpRequest, swap_id: str) -> HttpResponse:
             "record": swap,
             "events": events,
             "last_seq": events[-1]["seq"] if events else 0,
+            "follow": not swap.is_terminal
+            or swap.finished_at is None
+            or swap.finished_at > timezone.now() - FOLLOW_AFTER_END,
             "admin_url": reverse("admin:swaps_swap_change", args=[swap.pk]),
         },
     )

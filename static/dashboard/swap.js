@@ -1,5 +1,5 @@
-// The swap page: its log is rendered by the server; while the swap runs, new lines follow over the websocket,
-// with the same gap-free, duplicate-free catch-up as the dashboard.
+// The swap page: its log is rendered by the server; while the swap runs (and for a minute after it ended), new
+// lines follow over the websocket, with the same gap-free, duplicate-free catch-up as the dashboard.
 
 import { apiGet } from "./api.js";
 import { h } from "./dom.js";
@@ -28,14 +28,12 @@ function append(events) {
   }
 }
 
+// The runner may still record start-up lines just after "ready": the page keeps following after the end.
 function showState(swapState) {
   badge.textContent = swapState;
   badge.className = `badge state-${swapState}`;
   badge.dataset.state = swapState;
-  if (TERMINAL.has(swapState)) {
-    live.stop();
-    note.textContent = "Finished. Reload for the final details.";
-  }
+  if (TERMINAL.has(swapState)) note.textContent = "Finished. Reload for the final details.";
 }
 
 const feed = new SwapFeed({
@@ -63,4 +61,4 @@ const live = new LiveSocket("/ws/swaps/", {
   },
 });
 
-if (!TERMINAL.has(badge.dataset.state)) live.connect();
+if (log.dataset.follow === "true") live.connect();

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import open_page
-from tests.browser.ui import click_swap, rendered_seqs, shown_swap, wait_new_swap, wait_swap_state
+from tests.browser.ui import click_swap, rendered_seqs, shown_swap, wait_log_matches, wait_new_swap, wait_swap_state
 
 pytestmark = pytest.mark.integration
 
@@ -111,9 +111,7 @@ def test_reconnect_mid_swap_leaves_no_gap_and_no_duplicate(browser, clean):
         assert shown_swap(page) == swap_id
         page.wait_for_function("() => document.querySelector('#connection').dataset.state === 'live'")
 
-        api_seqs = [event["seq"] for event in clean.events(swap_id)]
-        shown = rendered_seqs(page)
-        assert shown == api_seqs, f"rendered {shown} but the API has {api_seqs}"
+        shown = wait_log_matches(page, clean, swap_id)
         assert shown == list(range(1, len(shown) + 1))
         assert len(shown) == len(set(shown))
         # The test did what it says: messages were lost, reconnections refused, duplicates replayed.
@@ -141,7 +139,7 @@ def test_reconnect_after_the_swap_ended_shows_its_outcome(browser, clean):
         relay.drop(refuse=1, replay=0)
         page.wait_for_selector(f"#swap-log[data-swap='{swap['id']}']", state="attached")
         wait_swap_state(page, "ready")
-        assert rendered_seqs(page) == [event["seq"] for event in clean.events(swap["id"])]
+        wait_log_matches(page, clean, swap["id"])
         assert page.locator("#now-serving .serving-key").inner_text() == "small"
         page.locator(f"#history tr[data-swap='{swap['id']}']").wait_for()
         assert not watched.errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -43,3 +44,19 @@ def rendered_messages(page: Any) -> list[str]:
 
 def shown_swap(page: Any) -> str:
     return page.get_attribute("#swap-log", "data-swap") or ""
+
+
+def wait_log_matches(page: Any, server: Any, swap_id: str, timeout: float = 15.0) -> list[int]:
+    """Wait until the rendered log is exactly the API's events (the runner may add lines just after "ready"), and
+    still is a moment later; returns the seqs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        expected = [event["seq"] for event in server.events(swap_id)]
+        shown = rendered_seqs(page)
+        if shown == expected:
+            page.wait_for_timeout(1200)
+            again = [event["seq"] for event in server.events(swap_id)]
+            if rendered_seqs(page) == again:
+                return again
+        assert time.monotonic() < deadline, f"rendered {shown} but the API has {expected}"
+        page.wait_for_timeout(100)
