@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # its bundled Swagger UI for /api/docs (no CDN, no inline script)
     "django_tasks",
     "django_tasks_db",
     "sparkcontrol",
