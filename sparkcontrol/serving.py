@@ -14,9 +14,10 @@ import asyncio
 import contextvars
 import functools
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -41,7 +42,7 @@ class PooledSyncHandler(ASGIHandler):
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
         self.async_handler = async_handler
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
+        self.pool = ThreadPool(threads=threads, name="http")
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one handler per process, paths of a bounded API
     def _is_async_view(self, path: str) -> bool:
@@ -61,17 +62,15 @@ class PooledSyncHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
         try:
-            response = await loop.run_in_executor(self.pool, context.run, self._respond, scope, body_file)
+            response = await self.pool.run(self._respond, scope, body_file)
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
                 pass  # the client went away while the answer was being sent
             finally:
                 if response.streaming:
-                    await loop.run_in_executor(self.pool, response.close)
+                    await self.pool.run(response.close)
         finally:
             body_file.close()
 
@@ -88,6 +87,43 @@ class PooledSyncHandler(ASGIHandler):
             # connection housekeeping it triggers) on the thread that served it.
             response.close()
         return response
+
+
+class ThreadPool:
+    """Long-lived daemon threads taking calls from one queue. A call's result goes back to the caller's event loop
+    with one `call_soon_threadsafe`: lighter than an executor's future chained to an asyncio one, which cost ~10%
+    of the loop's time under load. Daemon threads: a view still blocked in SSH never holds the process at exit."""
+
+    def __init__(self, *, threads: int, name: str) -> None:
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        for index in range(threads):
+            threading.Thread(target=self._work, name=f"{name}_{index}", daemon=True).start()
+
+    def run(self, fn: Callable, *args: Any) -> asyncio.Future:
+        """Run `fn(*args)` in a pool thread, in a copy of the caller's context; await the result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.calls.put((loop, future, contextvars.copy_context(), fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            loop, future, context, fn, args = self.calls.get()
+            try:
+                result = context.run(fn, *args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class DaemonThreadExecutor(Executor):

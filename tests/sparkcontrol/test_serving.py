@@ -61,16 +61,13 @@ def test_a_sync_view_is_answered_from_the_pool_and_an_async_one_by_the_async_han
         await send({"type": "http.response.body", "body": b""})
 
     handler = PooledSyncHandler(threads=2, async_handler=async_handler)
-    try:
-        status, body = asyncio.run(_call(handler, _scope("/api/health")))
-        assert status == 200 and json.loads(body)["status"] == "ok"
-        assert iscoroutinefunction(resolve("/v1/models").func)
-        status, _ = asyncio.run(_call(handler, _scope("/v1/models")))
-        assert status == 299 and forwarded == ["/v1/models"]
-        status, body = asyncio.run(_call(handler, _scope("/api/swap/lock")))
-        assert status == 401 and b"authentication required" in body
-    finally:
-        handler.pool.shutdown(wait=True)
+    status, body = asyncio.run(_call(handler, _scope("/api/health")))
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert iscoroutinefunction(resolve("/v1/models").func)
+    status, _ = asyncio.run(_call(handler, _scope("/v1/models")))
+    assert status == 299 and forwarded == ["/v1/models"]
+    status, body = asyncio.run(_call(handler, _scope("/api/swap/lock")))
+    assert status == 401 and b"authentication required" in body
 
 
 def test_a_thread_started_from_the_loop_runs_its_async_calls_on_that_loop():
