@@ -201,6 +201,21 @@ def route_decide(
         return Decision(action="serve", service=topology.services[service_key])
     if head is not None and model in topology.catalog:
         key = topology.catalog[model]
+        latest = swaps.latest
+        if (
+            latest is not None
+            and latest.model_key == key
+            and latest.state in TERMINAL
+            and latest.state != SwapState.READY
+        ):
+            # The last attempt to load it failed: say so rather than "not loaded" (and do not retry on demand).
+            detail = f": {latest.error.splitlines()[0][:300]}" if latest.error else ""
+            return Decision(
+                action="refuse",
+                status=503,
+                code="swap_failed",
+                message=f"the swap to {latest.model_key!r} ended {latest.state}{detail}",
+            )
         if on_demand:
             return Decision(action="swap", model_key=key)
         serving = swaps.serving_name or "nothing"

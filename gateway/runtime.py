@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 FAST_TICK_SECONDS = 0.05
 TOPOLOGY_MAX_AGE_SECONDS = 1.0
-MISS_REFRESH_AFTER_SECONDS = 0.5
+MISS_REFRESH_AFTER_SECONDS = 0.1
 CONNECTION_RECYCLE_SECONDS = 30.0
 HOLD_POLL_SECONDS = 0.25
 # A verified inference token is trusted for this long without a database read: a revoked token stops working
