@@ -72,6 +72,23 @@ def test_not_loaded_catalog_models_and_unknown_names():
     assert unknown.status == 404 and unknown.extra["models"] == ["alpha", "kokoro"]
 
 
+def test_a_model_whose_last_swap_failed_says_so_and_is_not_swapped_again_on_demand():
+    failed = SwapView(id="s0", model_key="beta", served_name="beta-served", state=SwapState.FAILED, error="OOM\nmore")
+    swaps = SwapsSnapshot(serving_key="alpha", serving_name="alpha", active=None, latest=failed)
+    for on_demand in (False, True):
+        decision = route_decide(
+            model="beta-served",
+            default_kind=None,
+            topology=TOPOLOGY,
+            swaps=swaps,
+            draining={},
+            on_demand=on_demand,
+            retry_after=7,
+        )
+        assert (decision.status, decision.code) == (503, "swap_failed")
+        assert decision.message == "the swap to 'beta' ended failed: OOM"
+
+
 # --- the drain --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def local_counts():  # type: ignore[no-untyped-def]
