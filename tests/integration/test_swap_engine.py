@@ -29,6 +29,18 @@ def _run(model_key: str, *, dry_run: bool = False) -> Swap:
     return swap
 
 
+def _run_until_loading(model_key: str) -> tuple[Swap, threading.Thread]:
+    """Start a swap's runner in a thread and return once the swap is loading."""
+    swap = swap_request(model_key=model_key, dry_run=False, actor="test")
+    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
+    runner.start()
+    deadline = time.monotonic() + 20
+    while Swap.objects.get(pk=swap.pk).state != SwapState.LOADING:
+        assert time.monotonic() < deadline, "never reached loading"
+        time.sleep(0.05)
+    return swap, runner
+
+
 def _messages(swap: Swap) -> list[str]:
     return list(swap.events.order_by("seq").values_list("message", flat=True))
 
@@ -128,13 +140,7 @@ def test_silent_compile_is_not_death(topology, model_factory):
 def test_cancel_during_loading_stops_the_container(topology, model_factory):
     topology.set_load_seconds(10)
     model_factory("slow", repo="sim/tiny-model")
-    swap = swap_request(model_key="slow", dry_run=False, actor="test")
-    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
-    runner.start()
-    deadline = time.monotonic() + 20
-    while Swap.objects.get(pk=swap.pk).state != SwapState.LOADING:
-        assert time.monotonic() < deadline, "never reached loading"
-        time.sleep(0.05)
+    swap, runner = _run_until_loading("slow")
     swap_cancel(swap_id=str(swap.id), actor="test")
     runner.join(timeout=20)
     swap.refresh_from_db()
@@ -200,13 +206,7 @@ def test_a_runner_whose_swap_was_reaped_stops_and_touches_nothing(topology, mode
 
     topology.set_load_seconds(30)
     model_factory("slow", repo="sim/tiny-model")
-    swap = swap_request(model_key="slow", dry_run=False, actor="test")
-    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
-    runner.start()
-    deadline = time.monotonic() + 20
-    while Swap.objects.get(pk=swap.pk).state != SwapState.LOADING:
-        assert time.monotonic() < deadline, "never reached loading"
-        time.sleep(0.05)
+    swap, runner = _run_until_loading("slow")
     settings.SPARKCONTROL = {**settings.SPARKCONTROL, "HEARTBEAT_STALE_SECONDS": 0}
     Swap.objects.filter(pk=swap.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
     assert [s.pk for s in swaps_reap_stale()] == [swap.pk]
