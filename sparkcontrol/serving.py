@@ -175,4 +175,5 @@ def serving_application(*, threads: int) -> Any:
     if not (isinstance(http, BodyLimit) and http.app is django_asgi_app):
         raise ImproperlyConfigured("sparkcontrol.asgi's HTTP stack changed: update sparkcontrol.serving to match it")
     pooled = PooledSyncHandler(threads=threads, async_handler=django_asgi_app)
+    pooled._is_async_view("/api/health")  # loads the URL patterns now rather than on the first request
     return ProtocolTypeRouter({"http": BodyLimit(pooled), "websocket": mapping["websocket"]})
