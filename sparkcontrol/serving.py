@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
@@ -92,16 +92,28 @@ class PooledSyncHandler(ASGIHandler):
 class ThreadPool:
     """Long-lived daemon threads taking calls from one queue. A call's result goes back to the caller's event loop
     with one `call_soon_threadsafe`: lighter than an executor's future chained to an asyncio one, which cost ~10%
-    of the loop's time under load. Daemon threads: a view still blocked in SSH never holds the process at exit."""
+    of the loop's time under load. Daemon threads: a view still blocked in SSH never holds the process at exit.
+
+    The threads start on the first call, from the serving loop and through `sync_to_async`, as Django starts the
+    threads of sync views: an `async_to_sync` call in a view (a push to dashboards) then runs on that loop, where
+    the in-memory channel layer's consumers wait, instead of on a throw-away loop that never wakes them.
+    """
 
     def __init__(self, *, threads: int, name: str) -> None:
+        self.threads = threads
+        self.name = name
         self.calls: queue.SimpleQueue = queue.SimpleQueue()
-        for index in range(threads):
-            threading.Thread(target=self._work, name=f"{name}_{index}", daemon=True).start()
+        self.runners: list[asyncio.Future] = []
 
     def run(self, fn: Callable, *args: Any) -> asyncio.Future:
         """Run `fn(*args)` in a pool thread, in a copy of the caller's context; await the result."""
         loop = asyncio.get_running_loop()
+        if not self.runners:
+            for index in range(self.threads):
+                work = sync_to_async(
+                    self._work, thread_sensitive=False, executor=DaemonThreadExecutor(f"{self.name}_{index}")
+                )
+                self.runners.append(asyncio.ensure_future(work()))
         future = loop.create_future()
         self.calls.put((loop, future, contextvars.copy_context(), fn, args))
         return future

@@ -31,7 +31,7 @@ def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
     }
 
 
-async def _call(app, scope: dict) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+async def _call(app, scope: dict, body: bytes = b"") -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
     messages: list[dict] = []
     delivered = False
 
@@ -39,7 +39,7 @@ async def _call(app, scope: dict) -> tuple[int, bytes]:  # type: ignore[no-untyp
         nonlocal delivered
         if not delivered:
             delivered = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.Event().wait()
         return {"type": "http.disconnect"}
 
@@ -115,3 +115,36 @@ def test_the_served_application_keeps_the_body_limit_at_the_edge():
     assert status == 413
     status, _ = asyncio.run(_call(application, _scope("/api/health")))
     assert status == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_push_made_by_a_sync_view_runs_on_the_serving_loop(monkeypatch):
+    """A lock change is pushed from the view's thread; the in-memory layer's queues belong to the serving loop, so
+    the push must run there (not on a throw-away loop of its own, which would also touch them from another thread)."""
+    from channels.layers import get_channel_layer
+
+    from sparkcontrol.serving import serving_application
+    from sparkcontrol.tokens import apitoken_create
+
+    _, token = apitoken_create(name="serving-push", scope="operate")
+    application = serving_application(threads=2)
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode())]
+    layer = get_channel_layer()
+    original = layer.group_send
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def group_send(group: str, message: dict) -> None:
+        loops.append(asyncio.get_running_loop())
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+
+    async def main() -> tuple[int, asyncio.AbstractEventLoop]:
+        body = json.dumps({"holder": "test", "ttl_seconds": 60}).encode()
+        scope = {**_scope("/api/swap/lock"), "method": "POST", "headers": headers}
+        status, _ = await _call(application, scope, body)
+        return status, asyncio.get_running_loop()
+
+    status, loop = asyncio.run(main())
+    assert status == 201
+    assert loops == [loop]
