@@ -112,6 +112,14 @@ class FakeService:
         self.connections = 0
         self.log.clear()
 
+    def wait_for_connections(self, count: int, timeout: float = 2.0) -> int:
+        """The connection count once it reaches `count` (or the timeout passes): connections are counted on the
+        farm's own loop, a moment after the client's connect has returned."""
+        deadline = time.monotonic() + timeout
+        while self.connections < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.connections
+
     def set_mode(self, mode: str) -> None:
         """Switch the failure mode; going to or from ``refuse`` opens or closes the listening socket."""
         if mode not in MODES:

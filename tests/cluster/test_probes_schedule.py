@@ -131,7 +131,7 @@ class TestLeaseAndTicks:
         assert probe_sweep.call("status", ["web"]) == {"up": 1}
         sweep_leases_ensure()
         assert probe_sweep_tick.call("connectivity").startswith("connectivity: 1 up")
-        assert fake.connections == 2 and fake.requests == 1
+        assert fake.wait_for_connections(2) == 2 and fake.requests == 1
 
 
 # --- scaled out: real worker processes on a shared database -------------------------------------------------------
