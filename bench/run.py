@@ -25,7 +25,7 @@ RESULTS = ROOT / "bench" / "results.json"
 FULL = {
     "swaps": 30,
     "replacing": 3,
-    "floor": 10,
+    "floor_every": 3,
     "cold": 10,
     "ssh_warm": 20,
     "ssh_cold": 10,
@@ -37,7 +37,7 @@ FULL = {
 QUICK = {
     "swaps": 10,
     "replacing": 1,
-    "floor": 4,
+    "floor_every": 2,
     "cold": 5,
     "ssh_warm": 10,
     "ssh_cold": 5,
@@ -68,10 +68,17 @@ def measure_service(config: dict[str, Any], *, workdir: str | None, serve_args: 
         _log("M2 baselines: paramiko out of the box and Spark Control's SSH layer, command -> launcher's first line")
         out["ssh"] = swaps.run_ssh_baselines(harness, warm=config["ssh_warm"], cold=config["ssh_cold"])
 
-        _log(f"M1, M6, M2 (warm): {config['swaps']} swaps of the two-node model, two peer pollers watching each")
-        out["swaps"] = swaps.run_swaps(harness, count=config["swaps"], replace_count=config["replacing"], log=_log)
-        _log(f"M6 floor: the same remote commands replayed {config['floor']} times with nothing else")
-        out["m6_floor"] = swaps.run_floor(harness, count=config["floor"])
+        _log(
+            f"M1, M6, M2 (warm): {config['swaps']} swaps of the two-node model, two peer pollers watching each, "
+            f"a floor replay after every {config['floor_every']}"
+        )
+        out["swaps"] = swaps.run_swaps(
+            harness,
+            count=config["swaps"],
+            replace_count=config["replacing"],
+            floor_every=config["floor_every"],
+            log=_log,
+        )
         _log(f"M2 (cold): {config['cold']} dry runs, each on new SSH connections")
         out["m2_cold"] = swaps.run_cold_dispatch(harness, count=config["cold"])
         swaps.idle_cluster(harness)

@@ -208,17 +208,32 @@ def _ms(values: list[float | None]) -> list[float]:
     return [value * 1000 for value in values if value is not None]
 
 
-def run_swaps(harness: Harness, *, count: int, replace_count: int, log: Any) -> dict[str, Any]:
-    """M1, M6 and warm M2 from `count` swaps of the two-node model onto an idle cluster."""
+def run_swaps(harness: Harness, *, count: int, replace_count: int, floor_every: int, log: Any) -> dict[str, Any]:
+    """M1, M6 and warm M2 from `count` swaps of the two-node model onto an idle cluster; after every `floor_every`-th
+    swap, one floor replay, paired with that swap for Spark Control's share."""
     rng = random.Random(7)
     samples: list[SwapSample] = []
-    for index in range(count):
-        samples.append(one_swap(harness, model=MODEL_2NODE, rng=rng))
-        last = samples[-1]
-        log(
-            f"  swap {index + 1}/{count}: lag {last.lag * 1000:.1f} ms, overhead {last.overhead * 1000:.0f} ms, "
-            f"dispatch {last.dispatch * 1000:.1f} ms"
-        )
+    replay = FloorReplay(harness)
+    floors: list[float] = []
+    shares: list[float] = []
+    floor_steps: dict[str, list[float]] = {}
+    try:
+        for index in range(count):
+            samples.append(one_swap(harness, model=MODEL_2NODE, rng=rng))
+            last = samples[-1]
+            log(
+                f"  swap {index + 1}/{count}: lag {last.lag * 1000:.1f} ms, overhead {last.overhead * 1000:.0f} ms, "
+                f"dispatch {last.dispatch * 1000:.1f} ms"
+            )
+            if index % floor_every == floor_every - 1:
+                floor, steps = replay.once()
+                floors.append(floor)
+                shares.append(last.overhead * 1000 - floor)
+                for name, value in steps.items():
+                    floor_steps.setdefault(name, []).append(value)
+                log(f"  floor replay: {floor:.0f} ms; this swap's share {shares[-1]:.0f} ms")
+    finally:
+        replay.close()
     replaced: list[SwapSample] = []
     for index in range(replace_count):
         replaced.append(one_swap(harness, model=MODEL_2NODE, rng=rng, replace=True))
@@ -239,6 +254,8 @@ def run_swaps(harness: Harness, *, count: int, replace_count: int, log: Any) -> 
             "load_s": summary([s.load for s in samples]),
             "phases_ms": phases,
             "replacing": summary(_ms([s.overhead for s in replaced])) if replaced else None,
+            "floor": {**summary(floors), "phases_ms": {name: summary(v) for name, v in floor_steps.items()}},
+            "share": summary(shares),
         },
         "m2_warm": summary(_ms([s.dispatch for s in warm])),
         "first_dispatch_ms": samples[0].dispatch * 1000 if samples else None,
@@ -338,75 +355,81 @@ def _paramiko_exec(client: Any, command: str) -> None:
     stdout.channel.recv_exit_status()
 
 
-def run_floor(harness: Harness, *, count: int) -> dict[str, Any]:
+class FloorReplay:
     """The simulator's floor for M6: the remote commands of a two-node swap replayed back to back from here, on open
     SSH connections, with no HTTP, queue, database or events, and readiness seen by a 1 ms port watch.
 
-    Spark Control's own share of a swap's overhead is M6 minus this.
+    Spark Control's own share of a swap's overhead is M6 minus this; replays are interleaved with the real swaps so
+    both see the same machine.
     """
-    import socket
 
-    from catalog.models import ModelEntry
-    from cluster.services import cluster_settings_get
-    from cluster.ssh import spark_connect_all
-    from swaps.launch import (
-        build_container_list_command,
-        build_help_command,
-        build_hf_cache_check_command,
-        build_launch_command,
-        build_stop_command,
-    )
-    from swaps.preflight import preflight_nodes
+    def __init__(self, harness: Harness) -> None:
+        from catalog.models import ModelEntry
+        from cluster.services import cluster_settings_get
+        from cluster.ssh import spark_connect_all
+        from swaps.launch import build_launch_command
+        from swaps.preflight import preflight_nodes
 
-    entry = ModelEntry.objects.get(key=MODEL_2NODE)
-    cluster = cluster_settings_get()
-    nodes, _ = preflight_nodes(entry=entry)
-    connections = spark_connect_all(nodes)
-    head = connections[nodes[0].name]
-    others = [connections[node.name] for node in nodes[1:]]
-    launch = build_launch_command(entry=entry, cluster=cluster, nodes=nodes, secrets={})
-    url = f"http://127.0.0.1:{harness.sim.vllm_port}/v1/models"
+        self.harness = harness
+        self.entry = ModelEntry.objects.get(key=MODEL_2NODE)
+        self.cluster = cluster_settings_get()
+        self.nodes, _ = preflight_nodes(entry=self.entry)
+        connections = spark_connect_all(self.nodes)
+        self.head = connections[self.nodes[0].name]
+        self.others = [connections[node.name] for node in self.nodes[1:]]
+        self.launch = build_launch_command(entry=self.entry, cluster=self.cluster, nodes=self.nodes, secrets={})
+        self.client = httpx.Client(timeout=2.0, trust_env=False)
 
-    def on_all(command: str) -> None:
-        threads = [threading.Thread(target=other.run, args=(command,)) for other in others]
+    def _on_all(self, command: str) -> None:
+        threads = [threading.Thread(target=other.run, args=(command,)) for other in self.others]
         for thread in threads:
             thread.start()
-        head.run(command)
+        self.head.run(command)
         for thread in threads:
             thread.join()
 
-    samples: list[float] = []
-    phases: dict[str, list[float]] = {"checks": [], "stop": [], "launch": [], "engine start -> listening": []}
-    with httpx.Client(timeout=2.0) as client:
-        for _ in range(count):
-            idle_cluster(harness)
-            started = time.time()
-            head.run(build_help_command(cluster=cluster))
-            on_all(build_container_list_command(cluster=cluster))
-            on_all(build_hf_cache_check_command(repo=entry.repo, cluster=cluster))
-            checked = time.time()
-            head.run(build_stop_command(cluster=cluster))
-            on_all(build_container_list_command(cluster=cluster))
-            stopped = time.time()
-            head.run(launch.command)
-            launched = time.time()
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", harness.sim.vllm_port), timeout=0.5):
-                        pass
-                    if entry.effective_served_name in client.get(url).text:
-                        break
-                except (OSError, httpx.HTTPError):
-                    time.sleep(0.001)
-            ready = time.time()
-            engine = _engine_start(harness, started, deadline=ready + 5)
-            opened = _records(harness, prog="vllm", event="port_open", since=started, node=harness.sim.head.name)
-            samples.append(((ready - started) - (opened[0]["t"] - engine)) * 1000)
-            phases["checks"].append((checked - started) * 1000)
-            phases["stop"].append((stopped - checked) * 1000)
-            phases["launch"].append((launched - stopped) * 1000)
-            phases["engine start -> listening"].append((opened[0]["t"] - engine) * 1000)
-    return {**summary(samples), "phases_ms": {name: summary(values) for name, values in phases.items()}}
+    def once(self) -> tuple[float, dict[str, float]]:
+        """One replay: (overhead in ms, the time of each step in ms)."""
+        import socket
+
+        from swaps.launch import (
+            build_container_list_command,
+            build_help_command,
+            build_hf_cache_check_command,
+            build_stop_command,
+        )
+
+        harness, cluster = self.harness, self.cluster
+        url = f"http://127.0.0.1:{harness.sim.vllm_port}/v1/models"
+        idle_cluster(harness)
+        started = time.time()
+        self.head.run(build_help_command(cluster=cluster))
+        self._on_all(build_container_list_command(cluster=cluster))
+        self._on_all(build_hf_cache_check_command(repo=self.entry.repo, cluster=cluster))
+        checked = time.time()
+        self.head.run(build_stop_command(cluster=cluster))
+        self._on_all(build_container_list_command(cluster=cluster))
+        stopped = time.time()
+        self.head.run(self.launch.command)
+        launched = time.time()
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", harness.sim.vllm_port), timeout=0.5):
+                    pass
+                if self.entry.effective_served_name in self.client.get(url).text:
+                    break
+            except (OSError, httpx.HTTPError):
+                time.sleep(0.001)
+        ready = time.time()
+        engine = _engine_start(harness, started, deadline=ready + 5)
+        opened = _records(harness, prog="vllm", event="port_open", since=started, node=harness.sim.head.name)
+        load = opened[0]["t"] - engine
+        steps = {"checks": checked - started, "stop": stopped - checked, "launch": launched - stopped}
+        steps["engine start -> listening"] = load
+        return ((ready - started) - load) * 1000, {name: value * 1000 for name, value in steps.items()}
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def run_ssh_baselines(harness: Harness, *, warm: int, cold: int) -> dict[str, Any]:
