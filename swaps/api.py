@@ -21,6 +21,7 @@ from coordination.selectors import lock_status
 from sparkcontrol.auth import admin_auth, operate_auth, read_auth, require_force
 from swaps.preflight import preflight_run
 from swaps.schemas import EventOut, StatusOut, SwapIn, SwapOut, SwapRefusedOut, ValidateOut
+from swaps.secrets import swap_secrets
 from swaps.selectors import serving_get, swap_active, swap_events, swap_get, swap_history
 from swaps.services import (
     SwapRefused,
@@ -135,8 +136,13 @@ def validate_swap(request: HttpRequest, key: str) -> dict:
     entry = model_get(key=key)
     if entry is None:
         raise HttpError(404, f"no catalog entry with key {key!r}")
-    report = preflight_run(entry=entry, cluster=cluster_settings_get())
-    return {"ok": report.ok, "checks": [check.as_dict() for check in report.checks], "commands": report.commands}
+    report = preflight_run(entry=entry, cluster=cluster_settings_get(), with_secrets=bool(swap_secrets(entry=entry)))
+    return {
+        "ok": report.ok,
+        "checks": [check.as_dict() for check in report.checks],
+        "commands": report.commands,
+        "launcher": report.launcher_record(entry=entry) if report.container else {},
+    }
 
 
 @router.get("/swaps", response=list[SwapOut], auth=read_auth)

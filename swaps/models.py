@@ -45,6 +45,11 @@ class Swap(models.Model):
     error = models.TextField(blank=True)
     commands = models.JSONField(default=list, blank=True, help_text="The commands run (or, dry run, to be run).")
     checks = models.JSONField(default=list, blank=True, help_text="Pre-flight results.")
+    launcher = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the launcher on the head could do, the node selection, container and multi-node backend used.",
+    )
     cancel_requested = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=64, blank=True)

@@ -14,15 +14,26 @@ from cluster.models import ClusterSettings, SparkHost
 from cluster.selectors import spark_head, spark_workers
 from cluster.ssh import SparkConnection, SshError, spark_connect
 from swaps.launch import (
+    LAUNCHER_MISSING,
+    MEMINFO_COMMAND,
     CommandBuildError,
+    LauncherCapabilities,
+    MemInfo,
+    build_capabilities_command,
+    build_check_config_command,
     build_container_list_command,
-    build_help_command,
     build_hf_cache_check_command,
     build_launch_command,
     build_logs_command,
     build_realpath_command,
     build_stop_command,
+    effective_container_name,
+    gib,
+    launcher_errors,
 )
+
+# vLLM's own default when the catalog leaves gpu_memory_utilization blank.
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
 
 @dataclass
@@ -43,9 +54,13 @@ class PreflightReport:
     checks: list[Check] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     nodes: list[SparkHost] = field(default_factory=list)
+    # Every node a container of ours may run on: the swap's nodes plus any other enabled worker. `stop` selects them.
+    stop_nodes: list[SparkHost] = field(default_factory=list)
     connections: dict[str, SparkConnection] = field(default_factory=dict)
-    launcher_has_ray_flag: bool = False
-    container_running: bool = False
+    capabilities: LauncherCapabilities = field(default_factory=LauncherCapabilities)
+    container: str = ""
+    running_on: list[str] = field(default_factory=list)
+    memory_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -55,10 +70,26 @@ class PreflightReport:
     def failures(self) -> list[Check]:
         return [check for check in self.checks if not check.ok]
 
+    @property
+    def container_running(self) -> bool:
+        return bool(self.running_on)
+
     def add(self, name: str, ok: bool, detail: str, *, warning: bool = False) -> Check:
         check = Check(name, ok, detail, warning)
         self.checks.append(check)
         return check
+
+    def launcher_record(self, *, entry: ModelEntry) -> dict[str, Any]:
+        """What the swap records about the launcher it drove, for people reading the swap later."""
+        selection = "--solo" if len(self.nodes) == 1 else "-n " + ",".join(node.launcher_ip for node in self.nodes)
+        record: dict[str, Any] = {
+            "capabilities": self.capabilities.as_dict(),
+            "selection": selection,
+            "container": self.container,
+        }
+        if entry.nodes > 1:
+            record["backend"] = self.capabilities.describe_backend()
+        return record
 
     def close(self) -> None:
         for connection in self.connections.values():
@@ -88,8 +119,9 @@ def preflight_run(
     *,
     entry: ModelEntry,
     cluster: ClusterSettings,
-    secrets: dict[str, str] | None = None,
+    with_secrets: bool = False,
     keep_connections: bool = False,
+    force: bool = False,
 ) -> PreflightReport:
     """Run every check over SSH. Nothing on the nodes changes. Connections stay open if `keep_connections`."""
     report = PreflightReport()
@@ -99,16 +131,7 @@ def preflight_run(
         report.add("topology", False, problem)
         return report
     report.add("topology", True, ", ".join(f"{node.name} ({node.role})" for node in nodes))
-    try:
-        launch = build_launch_command(entry=entry, cluster=cluster, nodes=nodes, secrets=secrets)
-    except CommandBuildError as exc:
-        report.add("command", False, str(exc))
-        return report
-    report.commands = [
-        build_stop_command(cluster=cluster),
-        launch.command,
-        build_logs_command(cluster=cluster, since="<launch time>"),
-    ]
+    report.stop_nodes = list(nodes)
     try:
         for node in nodes:
             try:
@@ -118,13 +141,33 @@ def preflight_run(
         if report.failures:
             return report
         report.add("ssh", True, "connected with pinned host keys: " + ", ".join(node.name for node in nodes))
+        _connect_other_workers(report)
         head = report.connections[nodes[0].name]
-        _check_launcher(report, head, cluster)
-        _check_container(report, cluster)
+        if not _check_launcher(report, head, entry, cluster):
+            return report
+        if not _check_launcher_config(report, head, entry, cluster):
+            return report
+        try:
+            launch = build_launch_command(
+                entry=entry, cluster=cluster, nodes=nodes, capabilities=report.capabilities, with_secrets=with_secrets
+            )
+        except CommandBuildError as exc:
+            report.add("command", False, str(exc))
+            return report
+        _check_container(report)
+        report.commands = [
+            build_stop_command(cluster=cluster, nodes=report.stop_nodes, capabilities=report.capabilities),
+            launch.command,
+            build_logs_command(container=report.container, since="<the Spark's clock at launch>"),
+        ]
         if entry.is_local:
             _check_local_path(report, entry)
         else:
             _check_hf_cache(report, entry, cluster)
+        if not report.container_running:
+            memory_check(report, entry=entry, force=force)
+        else:
+            report.add("memory", True, "checked after the running container is stopped")
         _check_port(report, nodes[0], cluster)
     except SshError as exc:
         report.add("ssh", False, str(exc))
@@ -134,48 +177,144 @@ def preflight_run(
     return report
 
 
-def _check_launcher(report: PreflightReport, head: SparkConnection, cluster: ClusterSettings) -> None:
-    result = head.run(build_help_command(cluster=cluster), timeout=20)
-    if "__launcher_missing__" in result.stdout:
+def _connect_other_workers(report: PreflightReport) -> None:
+    """Workers this swap does not use may still run our container (a two-node model before a one-node one): they
+    are checked, and stop selects those that run it. One that cannot be reached is a warning, not a failure of a swap
+    that does not need it."""
+    for worker in spark_workers():
+        if worker.name in report.connections:
+            continue
+        try:
+            report.connections[worker.name] = spark_connect(worker)
+        except SshError as exc:
+            report.add(f"ssh {worker.name}", True, f"{exc} (not needed by this model)", warning=True)
+
+
+def _check_launcher(
+    report: PreflightReport, head: SparkConnection, entry: ModelEntry, cluster: ClusterSettings
+) -> bool:
+    result = head.run(build_capabilities_command(cluster=cluster), timeout=20)
+    if LAUNCHER_MISSING in result.stdout:
         report.add("launcher", False, f"{cluster.launcher_path} is missing or not executable on {head.host.name}")
-        return
-    if "--launch-script" not in result.output:
+        return False
+    capabilities = LauncherCapabilities.parse(result.stdout)
+    report.capabilities = capabilities
+    gaps = capabilities.missing(nodes=entry.nodes, needs_config=bool(cluster.launcher_config))
+    if gaps:
         report.add(
             "launcher",
             False,
-            f"{cluster.launcher_path} is too old: its --help has no --launch-script (daemon mode needs a launcher "
-            "from late February 2026 or newer); update spark-vllm-docker on the head",
+            f"{cluster.launcher_path} on {head.host.name} lacks what a swap needs: " + "; ".join(gaps) + ". "
+            "Update spark-vllm-docker on the head (git pull).",
         )
-        return
-    report.launcher_has_ray_flag = "--ray" in result.output
-    report.add("launcher", True, f"{cluster.launcher_path} supports daemon mode")
+        return False
+    detail = f"{cluster.launcher_path}: daemon exec, re-quoted exec"
+    if entry.nodes > 1:
+        detail += f"; multi-node backend: {capabilities.describe_backend()}"
+    report.add("launcher", True, detail)
+    return True
 
 
-def _check_container(report: PreflightReport, cluster: ClusterSettings) -> None:
+def _check_launcher_config(
+    report: PreflightReport, head: SparkConnection, entry: ModelEntry, cluster: ClusterSettings
+) -> bool:
+    """The launcher resolves the launch's node selection itself: its local IP must be the head's, the workers must
+    answer its SSH, and its `.env` may rename the container; all of it is read here, before anything changes."""
+    command = build_check_config_command(
+        entry=entry, cluster=cluster, nodes=report.nodes, capabilities=report.capabilities
+    )
+    result = head.run(command, timeout=60)
+    errors = launcher_errors(result.output)
+    if not result.ok or errors:
+        shown = "; ".join(errors) or result.output[-300:] or f"exit {result.exit_code}"
+        report.add("launcher config", False, f"the launcher refuses this launch's configuration: {shown}")
+        return False
+    container = effective_container_name(result.output)
+    if not container:
+        report.add("launcher config", False, "the launcher's --check-config did not say which container it would use")
+        return False
+    report.container = container
+    detail = f"nodes as the launcher resolves them: OK; container {container}"
+    if container != cluster.effective_container:
+        detail += f" (the launcher's .env renames it from {cluster.effective_container})"
+    report.add("launcher config", True, detail, warning=container != cluster.effective_container)
+    return True
+
+
+def _check_container(report: PreflightReport) -> None:
+    command = build_container_list_command(container=report.container)
     running = []
     for name, connection in report.connections.items():
-        result = connection.run(build_container_list_command(cluster=cluster), timeout=20)
-        if cluster.effective_container in result.stdout.split():
+        result = connection.run(command, timeout=20)
+        if report.container in result.stdout.split():
             running.append(name)
-    report.container_running = bool(running)
+    report.running_on = running
+    # The stop selects the swap's nodes plus any other worker where the container runs (a two-node model before).
+    used = {node.name for node in report.stop_nodes}
+    for worker in spark_workers():
+        if worker.name in running and worker.name not in used:
+            report.stop_nodes.append(worker)
     detail = (
-        f"container {cluster.effective_container} runs on {', '.join(running)}: it is stopped first"
+        f"container {report.container} runs on {', '.join(running)}: it is stopped first"
         if running
-        else f"no container {cluster.effective_container} is running"
+        else f"no container {report.container} is running"
     )
     report.add("container", True, detail)
 
 
+def memory_check(report: PreflightReport, *, entry: ModelEntry, force: bool) -> bool:
+    """Each node of the swap has the memory vLLM's start-up check will ask for: gpu_memory_utilization x total.
+
+    On the Spark's unified memory vLLM may count the page cache as used, so a short MemFree is reported too (a
+    warning: dropping caches on the node frees it). Refused with the numbers unless the swap is forced."""
+    fraction = entry.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    report.memory_checked = True
+    all_ok = True
+    for node in report.nodes:
+        info = MemInfo.parse(report.connections[node.name].run(MEMINFO_COMMAND, timeout=10).stdout)
+        if info is None:
+            report.add(f"memory on {node.name}", True, "cannot read /proc/meminfo; not checked", warning=True)
+            continue
+        needed = fraction * info.total_kb
+        numbers = (
+            f"vLLM will ask for {fraction:g} x {gib(info.total_kb)} = {gib(needed)}; "
+            f"{gib(info.available_kb)} available, {gib(info.free_kb)} free"
+        )
+        if info.available_kb < needed:
+            all_ok = False
+            if force:
+                report.add(f"memory on {node.name}", True, f"short: {numbers} (forced: launching anyway)", warning=True)
+            else:
+                report.add(
+                    f"memory on {node.name}",
+                    False,
+                    f"not enough memory: {numbers}; stop what uses it, lower gpu_memory_utilization, or force",
+                )
+        elif info.free_kb < needed:
+            report.add(
+                f"memory on {node.name}",
+                True,
+                f"{numbers}: page cache ({gib(info.cached_kb)}) may count as used on unified memory; "
+                "drop caches on the node if vLLM refuses to start",
+                warning=True,
+            )
+        else:
+            report.add(f"memory on {node.name}", True, numbers)
+    return all_ok
+
+
 def _check_local_path(report: PreflightReport, entry: ModelEntry) -> None:
     roots = local_model_roots()
-    if any(ch.isspace() for ch in entry.local_path):
+    if any(ch.isspace() or ch in ":," for ch in entry.local_path):
         report.add(
             "local path",
             False,
-            f"{entry.local_path!r} contains whitespace; the launcher word-splits VLLM_SPARK_EXTRA_DOCKER_ARGS",
+            f"{entry.local_path!r} contains whitespace, ':' or ','; the launcher passes the mount through "
+            "VLLM_SPARK_EXTRA_DOCKER_ARGS unquoted",
         )
         return
-    for name, connection in report.connections.items():
+    for node in report.nodes:
+        name, connection = node.name, report.connections[node.name]
         result = connection.run(build_realpath_command(path=entry.local_path), timeout=20)
         resolved = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
         if not result.ok or not resolved:
@@ -191,7 +330,8 @@ def _check_local_path(report: PreflightReport, entry: ModelEntry) -> None:
 
 
 def _check_hf_cache(report: PreflightReport, entry: ModelEntry, cluster: ClusterSettings) -> None:
-    for name, connection in report.connections.items():
+    for node in report.nodes:
+        name, connection = node.name, report.connections[node.name]
         result = connection.run(build_hf_cache_check_command(repo=entry.repo, cluster=cluster), timeout=20)
         if result.ok:
             report.add(f"HF cache on {name}", True, f"{entry.repo} is in the HF cache on {name}")

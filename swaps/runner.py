@@ -15,11 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
-from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -29,14 +27,23 @@ from cluster.services import cluster_settings_get
 from cluster.ssh import SparkConnection, SshError, spark_connect_all
 from swaps.drain import drain_timeout_s, drain_wait
 from swaps.launch import (
+    CLOCK_COMMAND,
     MEMINFO_COMMAND,
+    MemInfo,
     build_container_list_command,
     build_launch_command,
     build_logs_command,
+    build_secrets_remove_command,
+    build_secrets_write_command,
     build_stop_command,
+    build_top_command,
+    launcher_errors,
+    secrets_file_text,
+    vllm_running,
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
-from swaps.preflight import PreflightReport, preflight_nodes, preflight_run
+from swaps.preflight import PreflightReport, memory_check, preflight_nodes, preflight_run
+from swaps.secrets import swap_secrets
 from swaps.services import (
     SwapSuperseded,
     serving_clear,
@@ -50,8 +57,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-DEATH_SIGNS = re.compile(r"EngineDeadError|Traceback \(most recent call last\)|out of memory|OutOfMemoryError", re.I)
-CAUSE_LINE = re.compile(r"\b\w+(Error|Exception)\b:|out of memory", re.I)
+DEATH_SIGNS = re.compile(
+    r"EngineDeadError|Traceback \(most recent call last\)|out of memory|OutOfMemoryError|"
+    r"(?:^|\s)error: (?:unrecognized arguments|argument |the following arguments are required)",
+    re.I,
+)
+# An exception line (`ValueError: ...`, `torch.OutOfMemoryError: ...`) or argparse's `prog: error: ...`.
+CAUSE_LINE = re.compile(r"\b[\w.]*(?:Error|Exception)\b:|out of memory|(?:^|\s)error: ", re.I)
+# What vLLM's API server prints after an engine start-up failure: it points above, at the real cause.
+GENERIC_CAUSE = re.compile(r"Engine core initialization failed|See root cause above|EngineDeadError", re.I)
+ARGPARSE_ERROR = re.compile(r"(?:^|\s)error: (.+)$", re.I)
 DEATH_GRACE_SECONDS = 0.5
 READY_HINTS = re.compile(r"Application startup complete|Uvicorn running on|Starting vLLM API server", re.I)
 # The last steps before vLLM's API server starts: from here the port is watched closely.
@@ -65,6 +80,11 @@ NEAR_READY_WATCH = (0.005, 60.0)  # every 5 ms, for up to 60 s after a near-read
 READY_WATCH = (0.002, 10.0)  # every 2 ms, for up to 10 s after the API server's start-up line
 MODELS_REPOLL_SECONDS = 0.25  # the port answers but the model is not listed yet
 LOG_WAIT_SECONDS = 0.05
+# The vLLM process on each node is looked for in its container this often (`docker top`): an exit without a traceback
+# (argparse's exit 2 on an unknown flag) leaves the container up and the log silent.
+PROCESS_WATCH_SECONDS = 1.0
+# A node whose vLLM process was never seen counts as dead only after this long from the dispatch.
+PROCESS_START_GRACE_SECONDS = 5.0
 # After ready: how long the log is still followed for the API server's last start-up lines, and the last of them.
 LOG_AFTER_READY_SECONDS = 1.0
 STARTED_LINE = re.compile(r"Application startup complete", re.I)
@@ -80,6 +100,7 @@ LOG_FLUSH_SECONDS = 0.2
 LOG_FLUSH_MAX_LINES = 200
 LOG_EVENTS_MAX = 5000
 TAIL_LINES = 15
+CAUSE_LINES = 400  # per node: a failed start's root cause can be far above its last line
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -100,16 +121,20 @@ class SwapRunner:
         self.entry: ModelEntry | None = swap.model
         self.cluster: ClusterSettings = cluster_settings_get()
         self.report: PreflightReport | None = None
+        self.secrets: dict[str, str] = {}
         self.launched = False
+        self.secrets_written: list[str] = []
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        # Per node, the recent lines of its container log: where a dying rank's cause is looked for.
+        self.node_lines: dict[str, deque[str]] = {}
         self.log_events = 0
         self.last_beat = 0.0
         self.deadline = time.monotonic() + self.cluster.swap_timeout_s
         # Made when loading starts: a new client loads the CA bundle (~15 ms), which neither the swap's start nor the
         # moment vLLM answers should wait for.
         self.http: httpx.Client | None = None
-        # The container log being followed: its lines, and the flag that stops the follower.
-        self.log_lines: queue.Queue[str | None] | None = None
+        # The container logs being followed: (node, line) items, (node, None) when a node's follow ends.
+        self.log_lines: queue.Queue[tuple[str, str | None]] | None = None
         self.log_stop = threading.Event()
 
     # --- the run ---------------------------------------------------------------------------------------------
@@ -168,14 +193,22 @@ class SwapRunner:
 
     # --- steps -----------------------------------------------------------------------------------------------
     def _preflight(self) -> None:
-        secrets = {"HF_TOKEN": settings.SPARKCONTROL.get("HF_TOKEN", "")}
+        self.secrets = swap_secrets(entry=self.entry)
         _connect_all(entry=self.entry)
         self.report = preflight_run(
-            entry=self.entry, cluster=self.cluster, secrets=secrets, keep_connections=not self.swap.dry_run
+            entry=self.entry,
+            cluster=self.cluster,
+            with_secrets=bool(self.secrets),
+            keep_connections=not self.swap.dry_run,
+            force=self.swap.forced,
         )
         self.swap.checks = [check.as_dict() for check in self.report.checks]
         self.swap.commands = list(self.report.commands)
-        self.swap.save(update_fields=["checks", "commands"])
+        fields = ["checks", "commands"]
+        if self.report.container:
+            self.swap.launcher = self.report.launcher_record(entry=self.entry)
+            fields.append("launcher")
+        self.swap.save(update_fields=fields)
         lines = [
             (
                 EventKind.PROGRESS,
@@ -196,31 +229,58 @@ class SwapRunner:
     def head(self) -> SparkConnection:
         return self._connection(self.report.nodes[0].name)
 
+    @property
+    def container(self) -> str:
+        return self.report.container
+
+    def _stop_command(self) -> str:
+        return build_stop_command(
+            cluster=self.cluster, nodes=self.report.stop_nodes, capabilities=self.report.capabilities
+        )
+
     def _stop_current(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.STOPPING, message="stopping: stopping the current container")
         # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop.
         drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced)
         serving_clear(reason=f"swap {self.swap.id} is stopping the current model")
         # Always stop first: an `exec` while a container of that name runs would reuse it ("Skipping launch").
-        result = self.head.run(build_stop_command(cluster=self.cluster), timeout=STOP_WAIT_SECONDS)
+        result = self.head.run(self._stop_command(), timeout=STOP_WAIT_SECONDS)
         if not result.ok:
-            raise SwapFailed(f"the launcher's stop failed (exit {result.exit_code}): {result.output[-300:]}")
+            raise SwapFailed(
+                f"the launcher's stop failed (exit {result.exit_code}): "
+                + ("; ".join(launcher_errors(result.output)) or result.output[-300:])
+            )
         self._wait_container_gone()
         if self.report.container_running:
             self._wait_memory_settled()
+        if not self.report.memory_checked:
+            checks_before = len(self.report.checks)
+            memory_check(self.report, entry=self.entry, force=self.swap.forced)
+            checks = self.report.checks[checks_before:]
+            swap_events_append(
+                swap=self.swap,
+                items=[
+                    (
+                        EventKind.PROGRESS,
+                        f"{'ok' if c.ok else 'FAILED'}{' (warning)' if c.warning else ''}: {c.name}: {c.detail}",
+                    )
+                    for c in checks
+                ],
+            )
+            failed = [c for c in checks if not c.ok]
+            if failed:
+                raise SwapFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     def _wait_container_gone(self) -> None:
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        command = build_container_list_command(cluster=self.cluster)
+        command = build_container_list_command(container=self.container)
         while True:
             listed = _on_each(self.report.connections, lambda connection: connection.run(command, timeout=20))
-            still = [
-                name for name, result in listed.items() if self.cluster.effective_container in result.stdout.split()
-            ]
+            still = [name for name, result in listed.items() if self.container in result.stdout.split()]
             if not still:
                 return
             if time.monotonic() > deadline:
-                raise SwapFailed(f"container {self.cluster.effective_container} is still running on {', '.join(still)}")
+                raise SwapFailed(f"container {self.container} is still running on {', '.join(still)}")
             self._beat()
             time.sleep(0.2)
 
@@ -232,7 +292,8 @@ class SwapRunner:
         while time.monotonic() < deadline:
             settled = True
             for name, connection in self.report.connections.items():
-                value = _mem_available_kb(connection.run(MEMINFO_COMMAND, timeout=10).stdout)
+                info = MemInfo.parse(connection.run(MEMINFO_COMMAND, timeout=10).stdout)
+                value = info.available_kb if info else None
                 if value is None or name not in last or abs(value - last[name]) > MEMORY_SETTLE_TOLERANCE_KB:
                     settled = False
                 if value is not None:
@@ -246,68 +307,114 @@ class SwapRunner:
             swap=self.swap, items=[(EventKind.PROGRESS, "memory still moving after 20 s; launching anyway")]
         )
 
+    def _rank_nodes(self) -> list[str]:
+        """The nodes where the launch runs a vLLM process: every node without Ray, only the head with Ray (its
+        workers run Ray actors, started from the head)."""
+        names = [node.name for node in self.report.nodes]
+        if len(names) > 1 and self.report.capabilities.backend == "ray":
+            return names[:1]
+        return names
+
+    def _write_secrets(self) -> None:
+        """The secrets file on every node that starts a vLLM rank, over stdin; each rank reads and deletes it."""
+        if not self.secrets:
+            return
+        text = secrets_file_text(self.secrets)
+        command = build_secrets_write_command(cluster=self.cluster)
+        nodes = {name: self._connection(name) for name in self._rank_nodes()}
+        self.secrets_written = list(nodes)
+        results = _on_each(nodes, lambda connection: connection.run(command, stdin=text, timeout=20))
+        failed = [name for name, result in results.items() if not result.ok]
+        if failed:
+            raise SwapFailed(f"could not write the launch's secrets on {', '.join(failed)}")
+        swap_events_append(
+            swap=self.swap,
+            items=[(EventKind.PROGRESS, f"secrets ({', '.join(sorted(self.secrets))}) handed to {', '.join(nodes)}")],
+        )
+
     def _launch(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
-        secrets = {"HF_TOKEN": settings.SPARKCONTROL.get("HF_TOKEN", "")}
-        launch = build_launch_command(entry=self.entry, cluster=self.cluster, nodes=self.report.nodes, secrets=secrets)
-        self.launch_started = datetime.now(UTC)
+        launch = build_launch_command(
+            entry=self.entry,
+            cluster=self.cluster,
+            nodes=self.report.nodes,
+            capabilities=self.report.capabilities,
+            with_secrets=bool(self.secrets),
+        )
         self.launched = True  # from here on a failure or cancel stops the container
+        self._write_secrets()
+        # Each node's log is read from the node's own clock: this machine's may be off by minutes.
+        clocks = _on_each(
+            {name: self._connection(name) for name in self.report.connections},
+            lambda connection: connection.run(CLOCK_COMMAND, timeout=10),
+        )
+        self.since = {name: _clock(result.stdout) for name, result in clocks.items()}
+        self.dispatched_at = time.monotonic()
         result = self.head.run(launch.command, stdin=launch.stdin, timeout=120)
         for line in result.output.splitlines()[-5:]:
             self.tail.append(line)
         if not result.ok:
-            raise SwapFailed(f"the launcher exited {result.exit_code}")
+            errors = launcher_errors(result.output)
+            raise SwapFailed(f"the launcher exited {result.exit_code}" + (f": {'; '.join(errors)}" if errors else ""))
         # Exit 0 means only "dispatched"; loading is watched next.
+
+    def _follower(self, node: str) -> threading.Thread:
+        command = build_logs_command(container=self.container, since=self.since.get(node) or "1s")
+        thread = threading.Thread(
+            target=self._follow_log,
+            args=(node, command, self.log_lines, self.log_stop),
+            daemon=True,
+            name=f"swap-log-{self.swap.id}-{node}",
+        )
+        thread.start()
+        return thread
 
     def _wait_ready(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LOADING, message="loading: following the container log")
         self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False)
-        since = self.launch_started.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lines: queue.Queue[str | None] = queue.Queue()
+        lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.log_lines, stop = lines, self.log_stop
-        follower = threading.Thread(
-            target=self._follow_log,
-            args=(build_logs_command(cluster=self.cluster, since=since), lines, stop),
-            daemon=True,
-            name=f"swap-log-{self.swap.id}",
-        )
-        follower.start()
+        nodes = [node.name for node in self.report.nodes]
+        for node in nodes:
+            self.node_lines[node] = deque(maxlen=CAUSE_LINES)
+            self._follower(node)
+        watch = ProcessWatch(nodes=self._rank_nodes(), started=self.dispatched_at)
         pending: list[tuple[str, str]] = []
         last_flush = time.monotonic()
         next_check = time.monotonic()
         watches: list[tuple[float, float]] = []  # (every, until) after hints in the log
-        log_ended = False
-        dying_since: float | None = None
+        dying: tuple[str, float] | None = None  # (node, since when)
         try:
             while True:
                 now = time.monotonic()
                 wait = max(0.0, min(next_check - now, LOG_WAIT_SECONDS))
+                ended: list[str] = []
                 try:
-                    line = lines.get(timeout=wait)
+                    item = lines.get(timeout=wait)
                 except queue.Empty:
-                    line = ""
-                while line is not None:
-                    if line:
-                        self.tail.append(line)
-                        pending.append(self._classify(line))
-                        if DEATH_SIGNS.search(line) and dying_since is None:
+                    item = None
+                while item is not None:
+                    node, line = item
+                    if line is None:
+                        ended.append(node)
+                    elif line:
+                        self._take_line(node, line, pending)
+                        if DEATH_SIGNS.search(line) and dying is None:
                             # The cause comes at the end of a traceback: read on briefly before failing.
-                            dying_since = time.monotonic()
+                            dying = (node, time.monotonic())
                         hint = READY_WATCH if READY_HINTS.search(line) else None
                         if hint is None and NEAR_READY_HINTS.search(line):
                             hint = NEAR_READY_WATCH
-                        if hint is not None:
+                        if hint is not None and node == nodes[0]:
                             watches.append((hint[0], time.monotonic() + hint[1]))
                             next_check = 0.0
                     try:
-                        line = lines.get_nowait()
+                        item = lines.get_nowait()
                     except queue.Empty:
                         break
-                if line is None:
-                    log_ended = True
-                if dying_since is not None and (log_ended or time.monotonic() - dying_since >= DEATH_GRACE_SECONDS):
+                if dying is not None and time.monotonic() - dying[1] >= DEATH_GRACE_SECONDS:
                     self._flush(pending)
-                    raise SwapFailed(f"vLLM failed while loading: {_death_cause(self.tail)}")
+                    raise SwapFailed(f"vLLM failed while loading{self._on(dying[0])}: {self._cause(dying[0])}")
                 now = time.monotonic()
                 if now >= next_check:
                     if self._port_accepts():
@@ -318,20 +425,16 @@ class SwapRunner:
                     else:
                         watches = [(every, until) for every, until in watches if until > now]
                         next_check = now + min([every for every, _ in watches], default=PORT_WATCH_SECONDS)
+                if watch.due(now):
+                    self._watch_processes(watch, pending)
                 if pending and (now - last_flush >= LOG_FLUSH_SECONDS or len(pending) >= LOG_FLUSH_MAX_LINES):
                     self._flush(pending)
                     last_flush = now
-                if log_ended:
+                for node in ended:
                     self._flush(pending)
-                    if not self._container_running():
-                        raise SwapFailed(f"the container {self.cluster.effective_container} disappeared while loading")
-                    log_ended = False
-                    follower = threading.Thread(
-                        target=self._follow_log,
-                        args=(build_logs_command(cluster=self.cluster, since=since), lines, stop),
-                        daemon=True,
-                    )
-                    follower.start()
+                    if not self._container_running(node):
+                        raise SwapFailed(f"the container {self.container} disappeared{self._on(node)} while loading")
+                    self._follower(node)
                 if time.monotonic() > self.deadline:
                     self._flush(pending)
                     raise SwapFailed(f"not ready after the swap timeout of {self.cluster.swap_timeout_s} s")
@@ -339,6 +442,55 @@ class SwapRunner:
         except BaseException:
             stop.set()
             raise
+
+    def _watch_processes(self, watch: ProcessWatch, pending: list[tuple[str, str]]) -> None:
+        """Fail the swap when a node's vLLM process is gone while its container stays (no traceback to see)."""
+        command = build_top_command(container=self.container)
+        results = _on_each({name: self._connection(name) for name in watch.nodes}, lambda c: c.run(command, timeout=10))
+        now = time.monotonic()
+        watch.checked(now)
+        for node, result in results.items():
+            if not result.ok:
+                self._flush(pending)
+                if self._container_running(node):
+                    continue  # a passing docker error: look again next time
+                raise SwapFailed(f"the container {self.container} disappeared{self._on(node)} while loading")
+            if vllm_running(result.stdout):
+                watch.seen(node)
+            elif watch.dead(node, now):
+                # Give the log follower a moment to deliver the last lines (argparse's error comes just before exit).
+                self._drain_log(pending, DEATH_GRACE_SECONDS)
+                self._flush(pending)
+                raise SwapFailed(
+                    f"vLLM exited{self._on(node)} while loading (its container {self.container} is still up): "
+                    f"{self._cause(node)}"
+                )
+
+    def _drain_log(self, pending: list[tuple[str, str]], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                node, line = self.log_lines.get(timeout=left)
+            except queue.Empty:
+                return
+            if line:
+                self._take_line(node, line, pending)
+
+    def _take_line(self, node: str, line: str, pending: list[tuple[str, str]]) -> None:
+        shown = line if node == self.report.nodes[0].name else f"[{node}] {line}"
+        self.tail.append(shown)
+        self.node_lines.setdefault(node, deque(maxlen=CAUSE_LINES)).append(line)
+        pending.append(self._classify(shown))
+
+    def _on(self, node: str) -> str:
+        """' on spark2 (worker)' for a worker; nothing for the head of a one-node swap."""
+        if len(self.report.nodes) == 1 and node == self.report.nodes[0].name:
+            return ""
+        role = "head" if node == self.report.nodes[0].name else "worker"
+        return f" on {node} ({role})"
+
+    def _cause(self, node: str) -> str:
+        return _death_cause(self.node_lines.get(node) or self.tail)
 
     def _log_after_ready(self) -> None:
         """Record the start-up lines still on their way: readiness is often seen (the port accepts) before the log
@@ -350,13 +502,11 @@ class SwapRunner:
         try:
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    line = self.log_lines.get(timeout=left)
+                    node, line = self.log_lines.get(timeout=left)
                 except queue.Empty:
                     break
-                if line is None:
-                    break
                 if line:
-                    pending.append(self._classify(line))
+                    self._take_line(node, line, pending)
                     if STARTED_LINE.search(line):
                         break
             self._flush(pending)
@@ -364,14 +514,14 @@ class SwapRunner:
             logger.exception("swap %s: could not record the last start-up lines", self.swap.id)
 
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _follow_log(self, command: str, lines: queue.Queue, stop: threading.Event) -> None:
+    def _follow_log(self, node: str, command: str, lines: queue.Queue, stop: threading.Event) -> None:
         try:
-            for line in self.head.stream_lines(command, stop=stop):
-                lines.put(line)
+            for line in self._connection(node).stream_lines(command, stop=stop):
+                lines.put((node, line))
         except SshError as exc:
-            lines.put(f"[spark control] log follow failed: {exc}")
+            lines.put((node, f"[spark control] log follow failed: {exc}"))
         finally:
-            lines.put(None)
+            lines.put((node, None))
 
     def _classify(self, line: str) -> tuple[str, str]:
         kind = EventKind.PROGRESS if PROGRESS_HINTS.search(line) else EventKind.LOG
@@ -408,9 +558,9 @@ class SwapRunner:
             return False
         return self.entry.effective_served_name in ids
 
-    def _container_running(self) -> bool:
-        result = self.head.run(build_container_list_command(cluster=self.cluster), timeout=20)
-        return self.cluster.effective_container in result.stdout.split()
+    def _container_running(self, node: str) -> bool:
+        result = self._connection(node).run(build_container_list_command(container=self.container), timeout=20)
+        return self.container in result.stdout.split()
 
     def _beat(self) -> None:
         now = time.monotonic()
@@ -425,6 +575,8 @@ class SwapRunner:
         self._beat()
 
     def _stop_after_launch(self, why: str) -> None:
+        """Stop what this swap launched, take back secrets no rank read, and let the memory settle: a failed launch
+        followed at once by the next one is the tight loop that can wedge a Spark."""
         if not self.launched or self.report is None or not self.report.connections:
             return
         if not Swap.objects.filter(pk=self.swap.pk, state__in=ACTIVE_STATES).exists():
@@ -433,14 +585,42 @@ class SwapRunner:
             swap_events_append(
                 swap=self.swap, items=[(EventKind.PROGRESS, f"{why}: stopping the container it launched")]
             )
-            self.head.run(build_stop_command(cluster=self.cluster), timeout=STOP_WAIT_SECONDS)
-        except SshError as exc:
+            self.log_stop.set()
+            self.head.run(self._stop_command(), timeout=STOP_WAIT_SECONDS)
+            if self.secrets_written:
+                remove = build_secrets_remove_command(cluster=self.cluster)
+                _on_each({name: self._connection(name) for name in self.secrets_written}, lambda c: c.run(remove))
+            self._wait_memory_settled()
+        except (SshError, SwapCancelled) as exc:
             logger.warning("swap %s: could not stop the container after %s: %s", self.swap.id, why, exc)
 
     def _with_tail(self, message: str) -> str:
         if not self.tail:
             return message
         return message + "\nlast log lines:\n" + "\n".join(self.tail)
+
+
+class ProcessWatch:
+    """When to look for each node's vLLM process, and whether its absence means it died."""
+
+    def __init__(self, *, nodes: list[str], started: float) -> None:
+        self.nodes = nodes
+        self.started = started
+        self.next = started + PROCESS_WATCH_SECONDS
+        self.seen_on: set[str] = set()
+
+    def due(self, now: float) -> bool:
+        return now >= self.next
+
+    def checked(self, now: float) -> None:
+        self.next = now + PROCESS_WATCH_SECONDS
+
+    def seen(self, node: str) -> None:
+        self.seen_on.add(node)
+
+    def dead(self, node: str, now: float) -> bool:
+        """No process now: dead if one was seen before, or if none ever appeared within the start grace."""
+        return node in self.seen_on or now - self.started >= PROCESS_START_GRACE_SECONDS
 
 
 def _connect_all(*, entry: ModelEntry) -> None:
@@ -463,21 +643,27 @@ def _on_each(items: dict[str, T], call: Callable[[T], R]) -> dict[str, R]:
         return {keys[0]: first, **{key: future.result() for key, future in futures.items()}}
 
 
-def _death_cause(tail: deque[str]) -> str:
-    """The most telling line of a dying engine's log: the exception line, else the first death sign."""
-    lines = [line.strip() for line in tail]
-    for line in reversed(lines):
-        if CAUSE_LINE.search(line):
+def _death_cause(lines: deque[str]) -> str:
+    """The most telling line of a dying rank's log: argparse's error, else the root cause above vLLM's generic
+    "Engine core initialization failed" line (the last specific exception), else the first death sign."""
+    stripped = [line.strip() for line in lines if line.strip()]
+    for line in reversed(stripped):
+        match = ARGPARSE_ERROR.search(line)
+        if match and "Error" not in line.split(":", 1)[0]:
             return line[:300]
-    for line in lines:
-        if DEATH_SIGNS.search(line):
+    for line in reversed(stripped):
+        if CAUSE_LINE.search(line) and not GENERIC_CAUSE.search(line):
             return line[:300]
-    return "the engine died"
+    for line in stripped:
+        if DEATH_SIGNS.search(line) and not GENERIC_CAUSE.search(line):
+            return line[:300]
+    return stripped[-1][:300] if stripped else "the engine died"
 
 
-def _mem_available_kb(text: str) -> int | None:
-    match = re.search(r"MemAvailable:\s+(\d+)", text)
-    return int(match.group(1)) if match else None
+def _clock(text: str) -> str | None:
+    """A node's `date -u +%s` as docker's --since value (a second earlier, for a container started this second)."""
+    value = text.strip().splitlines()[-1] if text.strip() else ""
+    return str(int(value) - 1) if value.isdigit() else None
 
 
 def swap_run(*, swap_id: str, worker: str = "worker") -> Swap | None:

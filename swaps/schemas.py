@@ -37,6 +37,11 @@ class SwapOut(Schema):
     error: str | None
     commands: list[str]
     checks: list[CheckOut]
+    launcher: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The launcher's capabilities as read from the head, the node selection (--solo or -n), the "
+        "container followed, and for two-node models the multi-node backend used.",
+    )
     cancel_requested: bool
 
 
@@ -65,6 +70,7 @@ class ValidateOut(Schema):
     ok: bool
     checks: list[CheckOut]
     commands: list[str]
+    launcher: dict[str, Any] = Field(default_factory=dict)
 
 
 class ServingOut(Schema):

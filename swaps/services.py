@@ -64,6 +64,7 @@ def swap_out(swap: Swap) -> dict[str, Any]:
         "error": swap.error or None,
         "commands": list(swap.commands),
         "checks": list(swap.checks),
+        "launcher": dict(swap.launcher),
         "cancel_requested": swap.cancel_requested,
     }
 
