@@ -367,7 +367,7 @@ class FloorReplay:
         from catalog.models import ModelEntry
         from cluster.services import cluster_settings_get
         from cluster.ssh import spark_connect_all
-        from swaps.launch import build_launch_command
+        from swaps.launch import LauncherCapabilities, build_capabilities_command, build_launch_command
         from swaps.preflight import preflight_nodes
 
         self.harness = harness
@@ -377,7 +377,13 @@ class FloorReplay:
         connections = spark_connect_all(self.nodes)
         self.head = connections[self.nodes[0].name]
         self.others = [connections[node.name] for node in self.nodes[1:]]
-        self.launch = build_launch_command(entry=self.entry, cluster=self.cluster, nodes=self.nodes, secrets={})
+        capabilities = LauncherCapabilities.parse(
+            self.head.run(build_capabilities_command(cluster=self.cluster)).stdout
+        )
+        self.capabilities = capabilities
+        self.launch = build_launch_command(
+            entry=self.entry, cluster=self.cluster, nodes=self.nodes, capabilities=capabilities
+        )
         self.client = httpx.Client(timeout=2.0, trust_env=False)
 
     def _on_all(self, command: str) -> None:
@@ -393,6 +399,7 @@ class FloorReplay:
         import socket
 
         from swaps.launch import (
+            build_check_config_command,
             build_container_list_command,
             build_help_command,
             build_hf_cache_check_command,
@@ -403,12 +410,18 @@ class FloorReplay:
         url = f"http://127.0.0.1:{harness.sim.vllm_port}/v1/models"
         idle_cluster(harness)
         started = time.time()
+        listing = build_container_list_command(container=cluster.effective_container)
         self.head.run(build_help_command(cluster=cluster))
-        self._on_all(build_container_list_command(cluster=cluster))
+        self.head.run(
+            build_check_config_command(
+                entry=self.entry, cluster=cluster, nodes=self.nodes, capabilities=self.capabilities
+            )
+        )
+        self._on_all(listing)
         self._on_all(build_hf_cache_check_command(repo=self.entry.repo, cluster=cluster))
         checked = time.time()
-        self.head.run(build_stop_command(cluster=cluster))
-        self._on_all(build_container_list_command(cluster=cluster))
+        self.head.run(build_stop_command(cluster=cluster, nodes=self.nodes, capabilities=self.capabilities))
+        self._on_all(listing)
         stopped = time.time()
         self.head.run(self.launch.command)
         launched = time.time()
