@@ -1,4 +1,4 @@
-"""Writes to the catalog: create, change knobs, import and export `models.yaml`."""
+"""Writes to the catalog: create, change knobs and launcher fields, set secrets, import and export `models.yaml`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from catalog.models import ModelEntry
+from catalog.models import ModelEntry, ModelSecret
+from catalog.validators import validate_env_name, validate_env_value
 
-ENTRY_FIELDS = {"key", "name", "repo", "local_path", "served_model_name", "nodes", "vllm_args", "knobs", "enabled"}
+SIMPLE_FIELDS = ("name", "repo", "local_path", "served_model_name", "nodes", "vllm_args", "enabled")
+# Other names the same fields go by: the API contract's (`env`, `launcher_args`) beside the model's.
+FIELD_ALIASES = {"env": "container_env", "launcher_args": "launcher_flags"}
+ENTRY_FIELDS = {"key", *SIMPLE_FIELDS, "knobs", *ModelEntry.LAUNCHER_FIELDS, *FIELD_ALIASES}
 
 
 class CatalogImportError(Exception):
@@ -39,14 +43,80 @@ def _apply(entry: ModelEntry, data: dict[str, Any]) -> None:
     unknown = set(knobs) - set(ModelEntry.KNOB_FIELDS)
     if unknown:
         raise ValidationError({"knobs": f"unknown knob(s): {', '.join(sorted(map(str, unknown)))}"})
-    for name in ("name", "repo", "local_path", "served_model_name", "nodes", "vllm_args", "enabled"):
-        if name in data:
-            value = data[name]
-            if name in ("repo", "local_path", "served_model_name") and value is None:
+    for alias, name in FIELD_ALIASES.items():
+        if alias in data and name in data:
+            raise ValidationError({name: f"give {name} or {alias}, not both"})
+    for name in (*SIMPLE_FIELDS, *ModelEntry.LAUNCHER_FIELDS):
+        alias = next((a for a, n in FIELD_ALIASES.items() if n == name), None)
+        if name in data or (alias is not None and alias in data):
+            value = data[name] if name in data else data[alias]
+            if name in ("repo", "local_path", "served_model_name", "image") and value is None:
                 value = ""
+            if name in ("mods", "launcher_flags", "vllm_args") and value is None:
+                value = []
+            if name == "container_env" and value is None:
+                value = {}
             setattr(entry, name, value)
     for knob, value in knobs.items():
         setattr(entry, knob, value)
+
+
+def _check_secrets(secrets: dict[str, str | None], *, removing_allowed: bool) -> None:
+    """Names and values of secret variables, every problem named under `secrets`."""
+    if not isinstance(secrets, dict):
+        raise ValidationError({"secrets": "secrets must be a mapping of NAME to value"})
+    problems: list[str] = []
+    for name, value in secrets.items():
+        try:
+            validate_env_name(name, secret=True)
+            if value is None:
+                if not removing_allowed:
+                    raise ValidationError("a secret needs a value")
+            else:
+                validate_env_value(value, secret=True)
+                if not value:
+                    raise ValidationError("a secret needs a value (null removes it)")
+        except ValidationError as exc:
+            # The message never carries the value.
+            problems.append(f"{name}: {exc.messages[0]}")
+    if problems:
+        raise ValidationError({"secrets": problems})
+
+
+def _write_secrets(entry: ModelEntry, secrets: dict[str, str | None]) -> None:
+    for name, value in secrets.items():
+        if value is None:
+            ModelSecret.objects.filter(model=entry, name=name).delete()
+        else:
+            ModelSecret.objects.update_or_create(model=entry, name=name, defaults={"value": value})
+
+
+def _check_env_secret_overlap(entry: ModelEntry, secrets: dict[str, str | None]) -> None:
+    kept = set(entry.secrets.values_list("name", flat=True)) if entry.pk else set()
+    kept = (kept | {n for n, v in secrets.items() if v is not None}) - {n for n, v in secrets.items() if v is None}
+    both = sorted(kept & set(entry.container_env or {}))
+    if both:
+        raise ValidationError({"secrets": f"{', '.join(both)} also in the container environment; give each once"})
+
+
+def env_split(env: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """The API's `env` object into (container environment, secrets): a value `{"value": v, "secret": true}` is a
+    secret, `{"value": v}` or a plain value is not, and `{"secret": true, "value": null}` removes a secret."""
+    if not isinstance(env, dict):
+        raise ValidationError({"env": "env must be an object of NAME to value"})
+    plain: dict[str, Any] = {}
+    secret: dict[str, str | None] = {}
+    for name, value in env.items():
+        if isinstance(value, dict):
+            unknown = set(value) - {"value", "secret"}
+            if unknown:
+                raise ValidationError({"env": f"{name}: unknown key(s) {', '.join(sorted(map(str, unknown)))}"})
+            if value.get("secret") is True:
+                secret[name] = value.get("value")
+                continue
+            value = value.get("value")
+        plain[name] = value
+    return plain, secret
 
 
 def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
@@ -55,15 +125,45 @@ def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return [("__all__", message) for message in exc.messages]
 
 
-def model_create(*, data: dict[str, Any]) -> ModelEntry:
-    """Create a catalog entry after full validation; raises ValidationError naming the fields."""
+def model_create(*, data: dict[str, Any], secrets: dict[str, str] | None = None) -> ModelEntry:
+    """Create a catalog entry (and its secret variables) after full validation; raises ValidationError naming the
+    fields."""
     entry = ModelEntry(key=data.get("key", ""))
     _apply(entry, data)
     if not entry.name:
         entry.name = entry.key
-    entry.full_clean()
-    entry.save()
+    secrets = secrets or {}
+    errors: dict[str, list[str]] = {}
+    for check in (entry.full_clean, lambda: _check_secrets(secrets, removing_allowed=False)):
+        try:
+            check()
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    _check_env_secret_overlap(entry, secrets)
+    with transaction.atomic():
+        entry.save()
+        _write_secrets(entry, secrets)
     return entry
+
+
+def model_update(
+    *, entry: ModelEntry, data: dict[str, Any], secrets: dict[str, str | None] | None = None
+) -> ModelEntry:
+    """Change the fields given in `data` (knobs merge; others replace) and set (value) or remove (None) the secret
+    variables named in `secrets`; the rest is kept. Raises ValidationError naming the fields; writes nothing then."""
+    fresh = ModelEntry.objects.get(pk=entry.pk)
+    _apply(fresh, data)
+    secrets = secrets or {}
+    _check_secrets(secrets, removing_allowed=True)
+    fresh.full_clean()
+    _check_env_secret_overlap(fresh, secrets)
+    with transaction.atomic():
+        fresh.save()
+        _write_secrets(fresh, secrets)
+    return fresh
 
 
 def model_update_knobs(*, entry: ModelEntry, knobs: dict[str, Any], vllm_args: list[str] | None) -> ModelEntry:
@@ -71,10 +171,7 @@ def model_update_knobs(*, entry: ModelEntry, knobs: dict[str, Any], vllm_args: l
     data: dict[str, Any] = {"knobs": knobs}
     if vllm_args is not None:
         data["vllm_args"] = vllm_args
-    _apply(entry, data)
-    entry.full_clean()
-    entry.save()
-    return entry
+    return model_update(entry=entry, data=data)
 
 
 def catalog_parse_yaml(*, text: str) -> list[dict[str, Any]]:
@@ -155,7 +252,8 @@ def _compared_fields() -> list[str]:
 def catalog_export() -> str:
     """The whole catalog as a models.yaml document that `catalog_import` accepts unchanged."""
     models = []
-    for entry in ModelEntry.objects.order_by("key"):
+    with_secrets: list[str] = []
+    for entry in ModelEntry.objects.order_by("key").prefetch_related("secrets"):
         item: dict[str, Any] = {"key": entry.key, "name": entry.name}
         item["local_path" if entry.is_local else "repo"] = entry.source
         if entry.served_model_name:
@@ -166,9 +264,26 @@ def catalog_export() -> str:
         knobs = {k: v for k, v in entry.knobs.items() if v is not None}
         if knobs:
             item["knobs"] = knobs
+        if entry.image:
+            item["image"] = entry.image
+        if entry.mods:
+            item["mods"] = list(entry.mods)
+        if entry.container_env:
+            item["container_env"] = dict(entry.container_env)
+        if entry.launcher_flags:
+            item["launcher_flags"] = list(entry.launcher_flags)
         item["enabled"] = entry.enabled
         models.append(item)
-    return yaml.safe_dump({"models": models}, sort_keys=False, allow_unicode=True)
+        names = sorted(secret.name for secret in entry.secrets.all())
+        if names:
+            with_secrets.append(f"{entry.key}: {', '.join(names)}")
+    header = ""
+    if with_secrets:
+        # Names only: secret values never leave the database this way.
+        header = "# Secret variables are not exported; set them again after an import:\n" + "".join(
+            f"#   {line}\n" for line in with_secrets
+        )
+    return header + yaml.safe_dump({"models": models}, sort_keys=False, allow_unicode=True)
 
 
 class DiskDeleteRefused(Exception):

@@ -31,7 +31,7 @@ def test_hostile_local_paths_are_refused(path):
         validate_local_path(path, roots=ROOTS)
 
 
-@pytest.mark.parametrize("path", ["/models/x", "/models/org/ten31-v2", "/data/llm/Qwen 3 (ft)"])
+@pytest.mark.parametrize("path", ["/models/x", "/models/org/ten31-v2", "/data/llm/Qwen3-ft_v2.1"])
 def test_paths_inside_a_root_are_accepted(path):
     validate_local_path(path, roots=ROOTS)
 
@@ -45,7 +45,7 @@ def test_refusal_says_why():
 
 @pytest.mark.parametrize("arg", ["--port", "--port=9000", "--host", "--host=0.0.0.0", "--served-model-name=x"])
 def test_owned_flags_are_refused(arg):
-    with pytest.raises(ValidationError, match="set by Spark Control"):
+    with pytest.raises(ValidationError, match="cannot be given as a vLLM flag"):
         validate_vllm_args([arg, "9000"])
 
 
