@@ -48,21 +48,22 @@ def test_session_environment_is_the_nodes(sim, shell):
         assert json.load(fh) == sim.as_json()
 
 
-def test_help_lists_new_options_and_old_launcher_does_not(sim, shell):
+def test_help_lists_the_options_of_the_generation(sim, shell):
     rc, out, _ = shell.launcher("--help")
     assert rc == 1  # the real usage() exits 1
-    assert "--launch-script" in out and "--ray" in out
+    assert out.startswith("Usage: ./launch-cluster.sh ")
+    for option in ("--launch-script", "--solo", "--ray", "--no-ray", "--config", "-v, --volume"):
+        assert f"\n  {option} " in out, option
     sim.set_launcher_version("old")
     try:
         rc, out, _ = shell.launcher("--help")
-        assert "Usage:" in out
-        assert "--launch-script" not in out and "--ray" not in out
-        rc, out, _ = shell.launcher(f"-n {nodes_arg(sim)} --ray status")
-        assert rc == 1 and "Unknown argument or action: --ray" in out
+        assert rc == 1 and "Usage:" in out
+        assert "\n  --launch-script " in out and "\n  --solo " in out
+        assert "--ray" not in out and "--config" not in out
     finally:
         sim.set_launcher_version(None)
-    rc, out, _ = shell.run("SPARKSIM_LAUNCHER_VERSION=old ~/spark-vllm-docker/launch-cluster.sh --help")
-    assert "--launch-script" not in out
+    rc, out, _ = shell.run("SPARKSIM_LAUNCHER_VERSION=2026-03-13 ~/spark-vllm-docker/launch-cluster.sh --help")
+    assert "\n  --no-ray " in out and "\n  --ray " not in out and "--config" not in out
 
 
 def test_exec_daemon_serves_the_model_after_the_load_delay(sim, shell, t0):
@@ -212,16 +213,17 @@ def test_foreground_exec_stops_the_cluster_when_it_ends(sim, shell):
     assert sim.containers(sim.head.name) == [] and sim.containers(sim.workers[0].name) == []
 
 
-def test_missing_mount_fails_the_launch(sim, shell):
+def test_missing_mount_fails_docker_run_but_the_launcher_goes_on(sim, shell):
+    # The real script does not check `docker run`: the exec that follows fails too, and it still says dispatched.
     extra = "VLLM_SPARK_EXTRA_DOCKER_ARGS='-v /nonexistent/sparksim-model:/nonexistent/sparksim-model:ro'"
     rc, out, err = shell.run(
         f"{extra} ~/spark-vllm-docker/launch-cluster.sh {serve_args(sim, '/nonexistent/sparksim-model', 'x')}"
     )
-    assert rc == 1
+    assert rc == 0
     assert "bind source path does not exist: /nonexistent/sparksim-model" in out + err
+    assert "No such container: vllm_node" in out + err
+    assert "Command dispatched in background (Daemon mode)." in out
     assert sim.containers(sim.head.name) == []
-    rc, out, _ = shell.launcher(f"-v /nonexistent/other:/x {serve_args(sim, 'sim/tiny-model', 'x')}")
-    assert rc == 1 and sim.containers(sim.head.name) == []
 
 
 def test_local_model_served_through_a_mount(sim, shell):
