@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ def demo_start(*, stdout: Any) -> Demo:
     from sparksim.fake_services import FakeServiceFarm
 
     directory = Path(settings.DATA_DIR) / "sparksim"
-    sim = SimCluster(root=directory, nodes=2).start()
+    # SPARKSIM_LAUNCHER_DIR names a spark-vllm-docker checkout: the Sparks then run the real launcher.
+    sim = SimCluster(root=directory, nodes=2, launcher_dir=os.environ.get("SPARKSIM_LAUNCHER_DIR") or None).start()
     sim_register(sim=sim)
     for model in DEMO_MODELS:
         ModelEntry.objects.get_or_create(key=model["key"], defaults=model)
@@ -87,7 +89,7 @@ def demo_start(*, stdout: Any) -> Demo:
     demo_services(farm=farm, directory=directory)
     stdout.write(
         f"Demo: simulated Sparks {', '.join(f'{n.name}@127.0.0.1:{n.port}' for n in sim.nodes)}; "
-        f"vLLM port {sim.vllm_port}; fake speech, TTS, embeddings and Qdrant services. "
+        f"vLLM port {sim.vllm_port}; {sim.launcher_kind} launcher; fake speech, TTS, embeddings and Qdrant services. "
         f'Try the dashboard, or POST /api/swap {{"model": "tiny"}}.'
     )
     return Demo(sim, farm)

@@ -1,6 +1,8 @@
 """Command line: ``python -m sparksim up|down|record``.
 
-``up``     start a cluster in the foreground, print its JSON, stop cleanly on SIGINT/SIGTERM.
+``up``     start a cluster in the foreground, print its JSON, stop cleanly on SIGINT/SIGTERM;
+           ``--launcher-dir DIR`` (or ``SPARKSIM_LAUNCHER_DIR``) installs that real spark-vllm-docker
+           checkout on every node instead of the fake launcher.
 ``down``   stop a cluster started by ``up`` in another process (pid file), then sweep leftovers.
 ``record`` print the records of a cluster (one JSON object per line).
 """
@@ -20,7 +22,13 @@ from sparksim.fake_docker import pid_alive
 
 
 def _up(args: argparse.Namespace) -> int:
-    sim = SimCluster(root=args.root, nodes=args.nodes, load_seconds=args.load_seconds, vllm_port=args.vllm_port)
+    sim = SimCluster(
+        root=args.root,
+        nodes=args.nodes,
+        load_seconds=args.load_seconds,
+        vllm_port=args.vllm_port,
+        launcher_dir=args.launcher_dir,
+    )
     stop = {"flag": False}
 
     def on_signal(signum, frame):
@@ -89,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--load-seconds", type=float, default=2.0)
     up.add_argument("--vllm-port", type=int, default=None)
+    up.add_argument(
+        "--launcher-dir",
+        default=None,
+        help="a spark-vllm-docker checkout to install on every node instead of the fake launcher "
+        "(default: $SPARKSIM_LAUNCHER_DIR)",
+    )
     down = sub.add_parser("down", help="stop a cluster started by `up` in another process")
     down.add_argument("--root", required=True)
     rec = sub.add_parser("record", help="print the records of a cluster")

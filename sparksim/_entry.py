@@ -15,6 +15,11 @@ PROGRAMS = {
     "docker": "sparksim.fake_docker",
     "vllm": "sparksim.fake_vllm",
     "launch-cluster.sh": "sparksim.fake_launcher",
+    "ssh": "sparksim.node_tools:ssh_main",
+    "scp": "sparksim.node_tools:scp_main",
+    "ip": "sparksim.node_tools:ip_main",
+    "ibdev2netdev": "sparksim.node_tools:ibdev2netdev_main",
+    "nc": "sparksim.node_tools:nc_main",
 }
 
 
@@ -22,9 +27,10 @@ def run(prog: str, node_dir: str, t0: float) -> int:
     node = Node(node_dir)
     argv = sys.argv[1:]
     node.record(prog, argv, "start", t=t0)
-    module = __import__(PROGRAMS[prog], fromlist=["main"])
+    module_name, _, func = PROGRAMS[prog].partition(":")
+    module = __import__(module_name, fromlist=["main"])
     try:
-        code = module.main(node, argv) or 0
+        code = getattr(module, func or "main")(node, argv) or 0
         sys.stdout.flush()
         return code
     except BrokenPipeError:

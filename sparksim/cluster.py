@@ -10,6 +10,12 @@ Layout under ``root``::
     nodes/<name>/           one node: bin/, spark-vllm-docker/, .cache/huggingface/hub/, containers/,
                             meminfo, sim.env (node settings), images.json, sshd/ (config, host key, log)
 
+``spark-vllm-docker/`` holds the fake launcher, or with ``launcher_dir`` (default: the environment
+variable ``SPARKSIM_LAUNCHER_DIR``) a copy of that checkout of the real spark-vllm-docker (without
+``.git``). Either way ``bin/`` holds what the real script calls on a Spark: ``docker``, ``ssh`` and ``scp``
+to the other nodes by cluster IP, ``ip``, ``ibdev2netdev``, ``nc``, ``nvidia-smi`` (see
+:mod:`sparksim.node_tools`); ``python3`` is the host's.
+
 Each sshd gives sessions a node-specific environment through ``environment=`` options in its own
 authorized_keys file, so ``$HOME`` is the node directory and ``PATH`` starts with the node's ``bin``.
 Every process of the simulation carries ``SPARKSIM_ROOT=<root>`` in its environment; :meth:`stop`
@@ -87,6 +93,19 @@ done
 exec {real} "${{args[@]}}"
 """
 MEMINFO_TOOLS = ("cat", "grep", "awk", "head", "tail")
+
+EARLYOOM_SCRIPT = """#!/bin/bash
+# Fake earlyoom: the keepalive of `launch-cluster.sh --earlyoom`; reports once, then waits.
+echo "earlyoom 1.7"
+echo "mem total: 121693 MiB, user mem total: 119500 MiB, swap total:    0 MiB"
+echo "sending SIGTERM when mem avail <= 10.00% and swap free <= 100.00%,"
+echo "        SIGKILL when mem avail <=  5.00% and swap free <=  50.00%"
+exec sleep infinity
+"""
+
+NODE_TOOLS = ("ssh", "scp", "ip", "ibdev2netdev", "nc")
+# Created by the launcher (`mkdir -p`) on the first run of a Spark; a sim node has run it before.
+LAUNCHER_CACHE_DIRS = (".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang")
 
 NVIDIA_SMI_SCRIPT = """#!/bin/bash
 # Fake nvidia-smi of a GB10: unified memory, so memory queries are "Not Supported".
@@ -223,6 +242,7 @@ class SimCluster:
         ips: list[str] | None = None,
         sshd_path: str = SSHD,
         sshd_wait: float = 300.0,
+        launcher_dir: str | os.PathLike | None = None,
     ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -236,6 +256,11 @@ class SimCluster:
         if len(ips) != nodes:
             raise ValueError("ips must name one address per node")
         self.nodes = [SimNode(self, i, f"spark{i + 1}", ips[i]) for i in range(nodes)]
+        if launcher_dir is None:
+            launcher_dir = os.environ.get("SPARKSIM_LAUNCHER_DIR") or None
+        self.launcher_dir = os.path.abspath(str(launcher_dir)) if launcher_dir else None
+        if self.launcher_dir and not os.path.isfile(os.path.join(self.launcher_dir, "launch-cluster.sh")):
+            raise ValueError(f"{self.launcher_dir} is not a spark-vllm-docker checkout (no launch-cluster.sh)")
         self.vllm_port = vllm_port or free_port()
         self.ssh_dir = os.path.join(self.root, "ssh")
         self.client_key_path = os.path.join(self.ssh_dir, "client_ed25519")
@@ -254,6 +279,11 @@ class SimCluster:
     @property
     def launcher_path(self) -> str:
         return self.head.launcher_path
+
+    @property
+    def launcher_kind(self) -> str:
+        """``"real"`` (a copy of ``launcher_dir``) or ``"fake"`` (sparksim's launcher)."""
+        return "real" if self.launcher_dir else "fake"
 
     def node(self, name: str) -> SimNode:
         for node in self.nodes:
@@ -307,15 +337,30 @@ class SimCluster:
             raise RuntimeError("ssh-keygen not found: install OpenSSH (apt-get install -y openssh-client)")
         return self.sshd_path
 
+    def _install_launcher(self, node: SimNode) -> list[tuple[str, str]]:
+        """Put the real checkout or the fake launcher in ``~/spark-vllm-docker``; returns wrappers to write."""
+        dest = os.path.join(node.dir, "spark-vllm-docker")
+        script = os.path.join(dest, "launch-cluster.sh")
+        try:
+            installed_fake = "sparksim._entry" in Path(script).read_text(errors="replace")
+        except OSError:
+            installed_fake = None
+        if self.launcher_dir:
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(self.launcher_dir, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            return []
+        if installed_fake is False:
+            shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(os.path.join(dest, "examples"), exist_ok=True)
+        return [("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh")]
+
     def _layout(self, node: SimNode, client_pub: str) -> None:
-        for sub in ("bin", "spark-vllm-docker/examples", "containers", ".cache/huggingface/hub", "sshd"):
+        for sub in ("bin", "containers", ".cache/huggingface/hub", "sshd", *LAUNCHER_CACHE_DIRS):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
         parent = package_parent()
-        for prog, path in (
-            ("docker", "bin/docker"),
-            ("vllm", "bin/vllm"),
-            ("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh"),
-        ):
+        programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), *self._install_launcher(node)]
+        programs += [(tool, f"bin/{tool}") for tool in NODE_TOOLS]
+        for prog, path in programs:
             _write_exec(
                 os.path.join(node.dir, path),
                 WRAPPER.format(
@@ -328,6 +373,7 @@ class SimCluster:
             )
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
+        _write_exec(os.path.join(node.dir, "bin", "earlyoom"), EARLYOOM_SCRIPT)
         for tool in MEMINFO_TOOLS:
             real = shutil.which(tool, path="/usr/local/bin:/usr/bin:/bin")
             if real:
@@ -501,6 +547,14 @@ class SimCluster:
         for node in [self.node(node_name)] if node_name else self.nodes:
             self.set_node_env(node.name, "SPARKSIM_LAUNCHER_VERSION", version)
 
+    def set_cx7_links(self, links: int | None, node_name: str | None = None) -> None:
+        """How many ConnectX-7 links are up (0, 2 or 4; ``None`` restores the default: 2 on a multi-node
+        cluster, 0 on one node) on one node or all. 0 is a single Spark without a cable."""
+        if links is not None and not 0 <= int(links) <= 4:
+            raise ValueError("a Spark has 4 CX7 links at most")
+        for node in [self.node(node_name)] if node_name else self.nodes:
+            self.set_node_env(node.name, "SPARKSIM_CX7_LINKS", None if links is None else str(int(links)))
+
     def set_image(self, node_name: str, image: str, image_id: str | None) -> None:
         """Add, change (or with ``None`` remove) a docker image of one node."""
         path = os.path.join(self.node(node_name).dir, "images.json")
@@ -599,6 +653,8 @@ class SimCluster:
             "client_key_path": self.client_key_path,
             "known_hosts_path": self.known_hosts_path,
             "launcher_path": self.launcher_path,
+            "launcher": self.launcher_kind,
+            "launcher_dir": self.launcher_dir,
             "vllm_port": self.vllm_port,
             "load_seconds": self.load_seconds,
             "user": self.user,

@@ -1,10 +1,21 @@
 """A fake ``docker`` CLI for one simulated node, with container state under ``<node>/containers/``.
 
-Supported: ``run``, ``ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``inspect``, ``exec``, ``images``,
-``image inspect``, ``version``. A container is a directory ``containers/<name>/`` holding
+Supported: ``run``, ``ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``inspect``, ``exec``, ``cp``, ``top``,
+``images``, ``image inspect``, ``version``. A container is a directory ``containers/<name>/`` holding
 ``state.json``, a FIFO ``stdout`` (what ``/proc/1/fd/1`` means inside the container), the log
-``log`` (one ``<unix time> <line>`` per line, so ``--since`` works) and ``pgids`` (the process
-groups started by ``docker exec``).
+``log`` (one ``<unix time> <line>`` per line, so ``--since`` works), ``pgids`` (the process
+groups started by ``docker exec``) and ``rootfs/`` (the container's own files).
+
+Container processes run on the host filesystem. What belongs to the container alone lives in
+``rootfs/``: the paths ``/workspace``, ``/root`` and ``/tmp`` (outside bind mounts) named in the
+arguments of ``run``/``exec`` commands, ``exec -w`` and ``cp`` are rewritten to ``rootfs/...``, so
+``docker exec NAME mkdir -p /workspace`` never touches this machine's ``/workspace``. ``cp`` writes
+anything outside a bind mount into ``rootfs/``; bind mounts map to their source. Paths under bind
+mounts are left for the program to resolve in command arguments (the fake vLLM maps them itself).
+
+Every Spark has the same home directory; in the simulation each node has its own directory, so a bind
+source inside another node's directory (``-v $HOME/...`` expanded on the head and sent to a worker
+over ssh) means the same path in this node's directory.
 
 Each container has a supervisor process (the "shim", in its own session) that runs the container
 command, turns everything written to the FIFO into timestamped log lines and removes the
@@ -375,7 +386,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
         elif key in ("--network", "--net"):
             network = value
         elif key in ("-v", "--volume"):
-            mounts.append(_parse_volume(value))
+            mounts.append(_same_home(node, _parse_volume(value)))
     if name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
         raise DockerError(
             f"docker: {DAEMON_ERR} Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
@@ -434,6 +445,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
 
     container_root = os.path.join(cdir, "rootfs")
     os.makedirs(os.path.join(container_root, "root"), exist_ok=True)
+    os.makedirs(os.path.join(container_root, "tmp"), exist_ok=True)
     env = {"PATH": f"{node.bin}:{CONTAINER_PATH}", "HOSTNAME": cid[:12], "HOME": os.path.join(container_root, "root")}
     for knob in SIM_KNOBS:
         if os.environ.get(knob):
@@ -451,6 +463,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
         }
     )
     now = time.time()
+    command = [rewrite_private_paths(node, {"name": name, "mounts": mounts}, a) for a in command]
     state = {
         "id": cid,
         "name": name,
@@ -514,6 +527,73 @@ def cmd_run(node: Node, args: list[str]) -> int:
         print(cid, flush=True)
         return 0
     return _follow(node, name, since=None, follow=True, timestamps=False, tail=None)
+
+
+def _same_home(node: Node, mount: dict) -> dict:
+    """A bind source in another node's directory names the same path in this node's (same $HOME)."""
+    nodes_dir = os.path.join(node.root, "nodes") + os.sep
+    source = mount.get("Source") or ""
+    if mount.get("Type") == "bind" and source.startswith(nodes_dir):
+        other, _, rest = source[len(nodes_dir) :].partition(os.sep)
+        if other != node.name:
+            mount = dict(mount, Source=os.path.join(node.dir, rest) if rest else node.dir)
+    return mount
+
+
+PRIVATE_DIRS = ("/workspace", "/root", "/tmp")
+_PRIVATE_RE = re.compile(r"(?<![\w.~/-])(/(?:workspace|root|tmp)(?:/[^\s\"';|&<>()`$]*)?)")
+
+
+def _rootfs(node: Node, state: dict) -> str:
+    return os.path.join(_cdir(node, state["name"]), "rootfs")
+
+
+def _bind_for(state: dict, path: str) -> tuple[str, str] | None:
+    best = None
+    for mount in state.get("mounts", []):
+        if mount.get("Type") != "bind":
+            continue
+        dest = os.path.normpath(mount["Destination"])
+        if (path == dest or path.startswith(dest.rstrip("/") + "/")) and (best is None or len(dest) > len(best[0])):
+            best = (dest, mount["Source"])
+    return best
+
+
+def _is_private(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in PRIVATE_DIRS)
+
+
+def host_path(node: Node, state: dict, path: str, write: bool = False) -> str:
+    """Where a path seen inside the container lives on this machine.
+
+    Bind mounts map to their source; ``/workspace``, ``/root`` and ``/tmp`` to ``rootfs/``; anything
+    else is the image (this machine's files) for reading and ``rootfs/`` for writing (``write=True``).
+    """
+    trailing = path.endswith("/") and path != "/"
+    norm = os.path.normpath(path if path.startswith("/") else "/" + path)
+    norm = "/" + norm.lstrip("/")
+    bind = _bind_for(state, norm)
+    if bind is not None:
+        out = os.path.normpath(bind[1] + norm[len(bind[0]) :])
+    else:
+        inside = os.path.join(_rootfs(node, state), norm.lstrip("/"))
+        if _is_private(norm) or write or os.path.lexists(inside):
+            out = inside
+        else:
+            out = norm
+    return out + "/" if trailing else out
+
+
+def rewrite_private_paths(node: Node, state: dict, text: str) -> str:
+    """Rewrite ``/workspace``, ``/root`` and ``/tmp`` paths (outside bind mounts) to the container's rootfs."""
+
+    def sub(match: re.Match) -> str:
+        path = match.group(1)
+        if _bind_for(state, os.path.normpath(path)) is not None:
+            return path
+        return os.path.join(_rootfs(node, state), path.lstrip("/"))
+
+    return _PRIVATE_RE.sub(sub, text)
 
 
 def _parse_volume(spec: str) -> dict:
@@ -635,15 +715,24 @@ def cmd_exec(node: Node, args: list[str]) -> int:
     detach = bool(flags & {"-d", "--detach"})
     cdir = _cdir(node, state["name"])
     fifo = os.path.join(cdir, "stdout")
-    command = [a.replace("/proc/1/fd/1", fifo).replace("/proc/1/fd/2", fifo) for a in command]
+    command = [
+        rewrite_private_paths(node, state, a).replace("/proc/1/fd/1", fifo).replace("/proc/1/fd/2", fifo)
+        for a in command
+    ]
     env = dict(state["env"])
     env.update(_env_from_opts(opts, dict(os.environ)))
-    workdir = "/"
+    workdir = state.get("workdir") or "/"
     for key, value in opts:
         if key in ("-w", "--workdir"):
             workdir = value
-    if not os.path.isdir(workdir):
-        workdir = "/"
+    cwd = "/" if os.path.normpath(workdir) == "/" else host_path(node, state, workdir)
+    if not os.path.isdir(cwd):
+        raise DockerError(
+            "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd "
+            f'("{workdir}") set in config.json failed: no such file or directory: unknown',
+            126,
+        )
+    workdir = cwd
     try:
         proc = subprocess.Popen(
             command,
@@ -1069,6 +1158,186 @@ def cmd_version(node: Node, args: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# cp
+# ---------------------------------------------------------------------------------------------
+def _container_ref(arg: str) -> tuple[str, str] | None:
+    """``NAME:PATH`` -> (NAME, PATH); a local path (absolute, relative with a slash first, or ``-``) -> None."""
+    if arg.startswith(("/", ".")) or arg == "-":
+        return None
+    name, colon, path = arg.partition(":")
+    if not colon or "/" in name:
+        return None
+    return name, path
+
+
+def _copy_into(src: str, dest: str, missing_parent_error: str) -> None:
+    """docker cp's rules for SRC -> DEST once both are paths on this machine."""
+    copy_contents = src.endswith("/.")
+    src_clean = src[:-2] if copy_contents else src.rstrip("/") or "/"
+    dest_is_dir_hint = dest.endswith("/")
+    dest = dest.rstrip("/") or "/"
+    if os.path.isdir(src_clean):
+        if os.path.isdir(dest):
+            target = dest if copy_contents else os.path.join(dest, os.path.basename(src_clean))
+        elif os.path.exists(dest):
+            raise DockerError("cannot copy a directory to a file", 1)
+        else:
+            if not os.path.isdir(os.path.dirname(dest)):
+                raise DockerError(missing_parent_error, 1)
+            target = dest
+        shutil.copytree(src_clean, target, symlinks=True, dirs_exist_ok=True)
+        return
+    if os.path.isdir(dest):
+        target = os.path.join(dest, os.path.basename(src_clean))
+    elif dest_is_dir_hint:
+        raise DockerError(missing_parent_error, 1)
+    else:
+        if not os.path.isdir(os.path.dirname(dest)):
+            raise DockerError(missing_parent_error, 1)
+        target = dest
+    shutil.copy2(src_clean, target)
+
+
+def cmd_cp(node: Node, args: list[str]) -> int:
+    opts, rest = _split_opts(args, set(), {"-a", "--archive", "-L", "--follow-link", "-q", "--quiet"}, "cp")
+    if len(rest) != 2:
+        raise DockerError(
+            "\"docker cp\" requires exactly 2 arguments.\nSee 'docker cp --help'.\n\n"
+            "Usage:  docker cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n"
+            "\tdocker cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH\n\n"
+            "Copy files/folders between a container and the local filesystem",
+            1,
+        )
+    src_arg, dest_arg = rest
+    src_ref, dest_ref = _container_ref(src_arg), _container_ref(dest_arg)
+    if src_ref and dest_ref:
+        raise DockerError("copying between containers is not supported", 1)
+    if not src_ref and not dest_ref:
+        raise DockerError("must specify at least one container source", 1)
+    ref = src_ref or dest_ref
+    state = find_container(node, ref[0])
+    if state is None:
+        raise DockerError(f"{DAEMON_ERR} No such container: {ref[0]}", 1)
+    if not ref[1]:
+        raise DockerError(f"{DAEMON_ERR} Could not find the file  in container {ref[0]}", 1)
+    if dest_ref:
+        local = os.path.abspath(src_arg) + ("/." if src_arg.endswith("/.") else "")
+        if not os.path.lexists(local.removesuffix("/.")):
+            raise DockerError(f"lstat {local.removesuffix('/.')}: no such file or directory", 1)
+        dest = host_path(node, state, dest_ref[1] if dest_ref[1].startswith("/") else "/" + dest_ref[1], write=True)
+        parent = os.path.dirname(os.path.normpath(dest_ref[1]))
+        _copy_into(local, dest, f"{DAEMON_ERR} Could not find the file {parent} in container {dest_ref[0]}")
+        return 0
+    inside = src_ref[1] if src_ref[1].startswith("/") else "/" + src_ref[1]
+    src = host_path(node, state, inside)
+    if src.endswith("/") and src_ref[1].endswith("/."):
+        src = src.rstrip("/")
+    if src_ref[1].endswith("/.") and not src.endswith("/."):
+        src = src.rstrip("/") + "/."
+    if not os.path.lexists(src.removesuffix("/.")):
+        raise DockerError(f"{DAEMON_ERR} Could not find the file {src_ref[1]} in container {src_ref[0]}", 1)
+    dest = os.path.abspath(dest_arg) + ("/" if dest_arg.endswith("/") else "")
+    _copy_into(src, dest, f"invalid output path: directory {os.path.dirname(os.path.abspath(dest_arg))} does not exist")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# top
+# ---------------------------------------------------------------------------------------------
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    head, _, tail = stat.rpartition(")")
+    return [head.partition("(")[2], *tail.split()]
+
+
+def _top_row(pid: int, boot: float, ticks: int, now: float) -> list[str] | None:
+    import pwd
+
+    stat = _proc_stat(pid)
+    if stat is None:
+        return None
+    comm, fields = stat[0], stat[1:]
+    # fields[0] is the state; ppid is fields[1]; utime/stime 11/12; starttime 19 (man 5 proc, minus 3)
+    ppid = fields[1]
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    started = boot + int(fields[19]) / ticks
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        user = pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        user = "?"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        argv = []
+    cmd = " ".join(argv) if argv else f"[{comm}]"
+    if fields[0] == "Z":
+        cmd = f"[{comm}] <defunct>"
+    elapsed = max(now - started, 1e-9)
+    c = min(99, int(cpu * 100 / elapsed))
+    lt = time.localtime(started)
+    stime = time.strftime("%H:%M", lt) if now - started < 86400 else time.strftime("%b%d", lt)
+    total = int(cpu)
+    days, rem = divmod(total, 86400)
+    cpu_time = (f"{days}-" if days else "") + f"{rem // 3600:02d}:{rem % 3600 // 60:02d}:{rem % 60:02d}"
+    return [user, str(pid), ppid, str(c), stime, "?", cpu_time, cmd]
+
+
+def _tabwrite(rows: list[list[str]]) -> str:
+    """Go's tabwriter as docker's CLI sets it up for `top`: min width 20, padding 3, last cell free."""
+    ncols = len(rows[0]) - 1
+    widths = [max(20, max(len(r[i]) for r in rows) + 3) for i in range(ncols)]
+    return "\n".join("".join(r[i].ljust(widths[i]) for i in range(ncols)) + r[-1] for r in rows)
+
+
+def cmd_top(node: Node, args: list[str]) -> int:
+    if not args:
+        raise DockerError("\"docker top\" requires at least 1 argument.\nSee 'docker top --help'.", 1)
+    ref, ps_args = args[0], args[1:]
+    if ps_args:
+        raise DockerError("sparksim: docker top takes no ps options here", 1)
+    state = find_container(node, ref)
+    if state is None:
+        raise DockerError(f"{DAEMON_ERR} No such container: {ref}", 1)
+    if state.get("status") != "running":
+        raise DockerError(f"{DAEMON_ERR} container {state['id']} is not running", 1)
+    marker = f"SPARKSIM_CID={state['id']}".encode()
+    shim = state.get("shim_pid")
+    pids = [p for p in _pids_with_env(marker) if p != shim and pid_alive(p)]
+    if state.get("pid") and state["pid"] not in pids and pid_alive(state["pid"]):
+        pids.append(state["pid"])
+    try:
+        with open("/proc/stat", encoding="utf-8") as fh:
+            boot = next(float(line.split()[1]) for line in fh if line.startswith("btime"))
+    except (OSError, StopIteration):
+        boot = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    now = time.time()
+    rows = []
+    for pid in pids:
+        stat = _proc_stat(pid)
+        row = _top_row(pid, boot, ticks, now)
+        if stat is not None and row is not None:
+            rows.append((int(stat[20]), pid, row))
+    rows.sort(key=lambda r: (r[1] != state.get("pid"), r[0], r[1]))
+    # Command lines as the container sees them (the rewrites of run/exec undone).
+    cdir = _cdir(node, state["name"])
+    for _start, _pid, row in rows:
+        row[-1] = (
+            row[-1]
+            .replace(os.path.join(cdir, "stdout"), "/proc/1/fd/1")
+            .replace(os.path.join(cdir, "rootfs") + "/", "/")
+        )
+    print(_tabwrite([["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], *[r[2] for r in rows]]))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "exec": cmd_exec,
@@ -1079,6 +1348,8 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "image": cmd_image,
     "images": cmd_images,
+    "cp": lambda node, args: cmd_cp(node, args),
+    "top": lambda node, args: cmd_top(node, args),
     "version": cmd_version,
     "kill": lambda node, args: cmd_stop(node, args, signal.SIGKILL, "kill"),
 }
@@ -1092,7 +1363,7 @@ def main(node: Node, argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(
             "Usage:  docker [OPTIONS] COMMAND\n\nA self-sufficient runtime for containers (simulated)\n\n"
-            "Commands:\n  run, exec, ps, logs, stop, kill, rm, inspect, images, image, version"
+            "Commands:\n  run, exec, ps, logs, stop, kill, rm, inspect, cp, top, images, image, version"
         )
         return 0
     handler = COMMANDS.get(argv[0])
