@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,66 +71,45 @@ def key_path_for(host: SparkHost) -> str:
 
 
 class SparkConnection:
-    """One authenticated SSH connection to a Spark, reused for every command of a swap."""
+    """An SSH connection to a Spark, safe to share between threads: every command opens its own channel.
+
+    Made directly (`SparkConnection(host)`), it owns one SSH connection and `close()` ends it. From the pool
+    (`spark_connect`), it is a handle on the host's pooled connections: each `run` or `stream_lines` leases a channel
+    on one of them for its own duration, so `close()` ends nothing that others use, and a connection the server
+    dropped is replaced when a session is opened.
+    """
 
     def __init__(self, host: SparkHost, *, timeout: float = CONNECT_TIMEOUT) -> None:
         self.host = host
         self.pooled = False
-        self.client = self._connect(host, timeout)
+        self._slot: _HostSlot | None = None
+        self.client: paramiko.SSHClient | None = _connect(host, timeout)
 
-    @staticmethod
-    def _connect(host: SparkHost, timeout: float) -> paramiko.SSHClient:
-        pinned = _pinned_key(host)
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        host_id = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
-        client.get_host_keys().add(host_id, pinned.get_name(), pinned)
-        try:
-            sock = _open_socket(host.address, host.ssh_port, timeout)
-        except OSError as exc:
-            raise SshError(f"{host.name}: cannot reach {host.address}:{host.ssh_port}: {exc}") from exc
-        try:
-            client.connect(
-                host.address,
-                port=host.ssh_port,
-                username=host.ssh_user,
-                key_filename=key_path_for(host),
-                sock=sock,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                look_for_keys=False,
-                allow_agent=False,
-            )
-        except paramiko.BadHostKeyException as exc:
-            sock.close()
-            raise HostKeyError(
-                f"{host.name}: the host key changed (got {exc.key.get_name()} {exc.key.get_base64()[:16]}...); "
-                f"if the box was reinstalled, check and re-pin it with `manage.py spark trust {host.name}`"
-            ) from exc
-        except paramiko.SSHException as exc:
-            sock.close()
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(f"{host.name}: the server's key type is not the pinned one: {exc}") from exc
-            raise SshError(f"{host.name}: SSH failed: {exc}") from exc
-        except OSError as exc:
-            sock.close()
-            raise SshError(f"{host.name}: SSH failed: {exc}") from exc
-        return client
+    @classmethod
+    def _pooled(cls, slot: _HostSlot) -> SparkConnection:
+        connection = cls.__new__(cls)
+        connection.host = slot.host
+        connection.pooled = True
+        connection._slot = slot
+        connection.client = None
+        return connection
 
     @property
     def is_active(self) -> bool:
-        transport = self.client.get_transport()
-        return transport is not None and transport.is_active()
+        if self._slot is not None:
+            return self._slot.alive()
+        return _alive(self.client)
 
     def close(self) -> None:
-        """Close the connection; a pooled one stays open for the next user."""
-        if not self.pooled:
+        """End an own connection; on a pooled handle nothing to do (each command returned its channel)."""
+        if self._slot is None and self.client is not None:
             self.client.close()
 
     def discard(self) -> None:
-        self.pooled = False
-        self.client.close()
+        if self._slot is not None:
+            self._slot.close_idle()
+        elif self.client is not None:
+            self.client.close()
 
     def __enter__(self) -> SparkConnection:
         return self
@@ -137,51 +117,58 @@ class SparkConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _session(self, timeout: float) -> paramiko.Channel:
-        """A new channel; a pooled connection the server dropped is re-established once."""
-        for attempt in (1, 2):
-            transport = self.client.get_transport()
-            try:
-                if transport is None or not transport.is_active():
-                    raise paramiko.SSHException("the SSH connection is closed")
-                return transport.open_session(timeout=timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                if not self.pooled or attempt == 2:
-                    raise SshError(f"{self.host.name}: cannot open an SSH session: {exc}") from exc
-                self.client.close()
-                self.client = self._connect(self.host, CONNECT_TIMEOUT)
-        raise AssertionError("unreachable")
+    @contextmanager
+    def _channel(self, timeout: float) -> Iterator[paramiko.Channel]:
+        """A new session channel, closed (and its pooled connection's place given back) afterwards."""
+        if self._slot is not None:
+            with self._slot.session(timeout) as channel:
+                yield channel
+            return
+        transport = self.client.get_transport() if self.client is not None else None
+        try:
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("the SSH connection is closed")
+            channel = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SshError(f"{self.host.name}: cannot open an SSH session: {exc}") from exc
+        try:
+            yield channel
+        finally:
+            channel.close()
 
     def run(self, command: str, *, stdin: str | None = None, timeout: float = 60.0) -> CommandResult:
         """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed."""
-        channel = self._session(timeout)
-        try:
-            channel.settimeout(timeout)
-            channel.exec_command(command)
-            if stdin is not None:
-                channel.sendall(stdin.encode())
-            channel.shutdown_write()
-            stdout = _read_all(channel.makefile("rb"))
-            stderr = _read_all(channel.makefile_stderr("rb"))
-            exit_code = channel.recv_exit_status()
-            channel.close()
-        except (paramiko.SSHException, OSError) as exc:
-            raise SshError(f"{self.host.name}: command failed to run: {exc}") from exc
+        with self._channel(timeout) as channel:
+            try:
+                channel.settimeout(timeout)
+                channel.exec_command(command)
+                if stdin is not None:
+                    channel.sendall(stdin.encode())
+                channel.shutdown_write()
+                stdout = _read_all(channel.makefile("rb"))
+                stderr = _read_all(channel.makefile_stderr("rb"))
+                exit_code = channel.recv_exit_status()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise SshError(f"{self.host.name}: command failed to run: {exc or type(exc).__name__}") from exc
         return CommandResult(exit_code, stdout, stderr)
 
     def stream_lines(self, command: str, *, stop: threading.Event, poll: float = 0.05) -> Iterator[str]:
         """Yield output lines of a long-running command (e.g. `docker logs -f`) until it ends or `stop` is set."""
-        channel = self._session(CONNECT_TIMEOUT)
-        channel.set_combine_stderr(True)
-        channel.settimeout(poll)
-        channel.exec_command(command)
-        buffer = b""
-        try:
+        with self._channel(CONNECT_TIMEOUT) as channel:
+            try:
+                channel.set_combine_stderr(True)
+                channel.settimeout(poll)
+                channel.exec_command(command)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise SshError(f"{self.host.name}: command failed to run: {exc or type(exc).__name__}") from exc
+            buffer = b""
             while not stop.is_set():
                 try:
                     chunk = channel.recv(65536)
                 except TimeoutError:
                     continue
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    raise SshError(f"{self.host.name}: the output stopped: {exc or type(exc).__name__}") from exc
                 if not chunk:
                     break
                 buffer += chunk
@@ -190,56 +177,292 @@ class SparkConnection:
                     yield line.decode(errors="replace").rstrip("\r")
             if buffer and not stop.is_set():
                 yield buffer.decode(errors="replace")
+
+
+def _connect(host: SparkHost, timeout: float) -> paramiko.SSHClient:
+    """A new authenticated connection with the pinned host key checked."""
+    pinned = _pinned_key(host)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    host_id = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+    client.get_host_keys().add(host_id, pinned.get_name(), pinned)
+    try:
+        sock = _open_socket(host.address, host.ssh_port, timeout)
+    except OSError as exc:
+        raise SshError(f"{host.name}: cannot reach {host.address}:{host.ssh_port}: {exc}") from exc
+    try:
+        client.connect(
+            host.address,
+            port=host.ssh_port,
+            username=host.ssh_user,
+            key_filename=key_path_for(host),
+            sock=sock,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            look_for_keys=False,
+            allow_agent=False,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        sock.close()
+        raise HostKeyError(
+            f"{host.name}: the host key changed (got {exc.key.get_name()} {exc.key.get_base64()[:16]}...); "
+            f"if the box was reinstalled, check and re-pin it with `manage.py spark trust {host.name}`"
+        ) from exc
+    except paramiko.SSHException as exc:
+        client.close()
+        sock.close()
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyError(f"{host.name}: the server's key type is not the pinned one: {exc}") from exc
+        raise SshError(f"{host.name}: SSH failed: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        client.close()
+        sock.close()
+        raise SshError(f"{host.name}: SSH failed: {exc or type(exc).__name__}") from exc
+    return client
+
+
+def _alive(client: paramiko.SSHClient | None) -> bool:
+    transport = client.get_transport() if client is not None else None
+    return transport is not None and transport.is_active()
+
+
+class _Pooled:
+    """One pooled SSH connection and the channels open on it right now."""
+
+    def __init__(self, client: paramiko.SSHClient, capacity: int) -> None:
+        self.client = client
+        self.capacity = capacity
+        self.channels = 0
+        self.last_used = time.monotonic()
+        self.closing = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.closing and _alive(self.client)
+
+
+class _HostSlot:
+    """The pooled connections of one Spark (one identity: address, port, user, key file, pinned key).
+
+    At most `pool.max_per_host` connections, each carrying at most `pool.sessions_per_connection` channels at once
+    (OpenSSH refuses more than MaxSessions, 10 by default). A command that finds every place taken waits for one,
+    up to its own timeout. A connection is closed only when no channel is open on it, or when it is already dead.
+    """
+
+    def __init__(self, pool: ConnectionPool, host: SparkHost, identity: tuple) -> None:
+        self.pool = pool
+        self.host = host
+        self.identity = identity
+        self.connections: list[_Pooled] = []
+        self.connecting = 0
+        self.retired = False
+        self.handle = SparkConnection._pooled(self)
+
+    # All state below is guarded by pool.cond.
+    def _prune_locked(self, now: float) -> list[paramiko.SSHClient]:
+        """Drop dead connections, and idle ones past max_idle (or any but one idle past spare_idle)."""
+        doomed = []
+        idle = 0
+        for pooled in list(self.connections):
+            stale = pooled.channels == 0 and now - pooled.last_used >= self.pool.max_idle
+            spare = pooled.channels == 0 and idle >= 1 and now - pooled.last_used >= self.pool.spare_idle
+            if pooled.channels == 0:
+                idle += 1
+            if not _alive(pooled.client) or stale or spare or (self.retired and pooled.channels == 0):
+                self.connections.remove(pooled)
+                pooled.closing = True
+                doomed.append(pooled.client)
+        return doomed
+
+    def alive(self) -> bool:
+        with self.pool.cond:
+            return any(pooled.alive for pooled in self.connections)
+
+    def _connect_new(self, *, take: bool = False) -> _Pooled:
+        """Open one more connection (the caller has counted it in `connecting`); `take` leases a channel place."""
+        cond = self.pool.cond
+        try:
+            client = _connect(self.host, CONNECT_TIMEOUT)
+        except BaseException:
+            with cond:
+                self.connecting -= 1
+                cond.notify_all()
+            raise
+        pooled = _Pooled(client, self.pool.sessions_per_connection)
+        pooled.channels = int(take)
+        with cond:
+            self.connecting -= 1
+            self.connections.append(pooled)
+            cond.notify_all()
+        return pooled
+
+    def warm(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Make sure one live connection exists (waiting for one being opened rather than opening a second)."""
+        cond = self.pool.cond
+        deadline = time.monotonic() + timeout
+        doomed: list[paramiko.SSHClient] = []
+        try:
+            with cond:
+                while True:
+                    doomed += self._prune_locked(time.monotonic())
+                    if any(pooled.alive for pooled in self.connections):
+                        return
+                    if self.connecting == 0:
+                        self.connecting += 1
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise SshError(f"{self.host.name}: the SSH connection took over {timeout:.0f} s to open")
+                    cond.wait(left)
+        finally:
+            _close_all(doomed)  # outside the lock: closing joins the transport's thread
+        self._connect_new()
+
+    def _lease(self, deadline: float, timeout: float) -> _Pooled:
+        """A connection with a free channel place (taken), opening a new one within the bound, else waiting."""
+        cond = self.pool.cond
+        doomed: list[paramiko.SSHClient] = []
+        try:
+            with cond:
+                while True:
+                    doomed += self._prune_locked(time.monotonic())
+                    for pooled in self.connections:
+                        if pooled.alive and pooled.channels < pooled.capacity:
+                            pooled.channels += 1
+                            pooled.last_used = time.monotonic()
+                            return pooled
+                    if len(self.connections) + self.connecting < self.pool.max_per_host:
+                        self.connecting += 1
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise SshError(
+                            f"{self.host.name}: no free SSH session within {timeout:.0f} s "
+                            f"({self.pool.max_per_host} connections busy)"
+                        )
+                    cond.wait(min(left, 1.0))
+        finally:
+            _close_all(doomed)
+        return self._connect_new(take=True)
+
+    def _give_back(self, pooled: _Pooled) -> None:
+        cond = self.pool.cond
+        with cond:
+            pooled.channels -= 1
+            pooled.last_used = time.monotonic()
+            doomed = []
+            if pooled.channels == 0 and (self.retired or not _alive(pooled.client)) and pooled in self.connections:
+                self.connections.remove(pooled)
+                pooled.closing = True
+                doomed.append(pooled.client)
+            cond.notify_all()
+        _close_all(doomed)
+
+    @contextmanager
+    def session(self, timeout: float) -> Iterator[paramiko.Channel]:
+        """A channel on one of the pooled connections. A dead connection is dropped and the open retried on
+        another (or a new) one; the server refusing one more channel lowers that connection's share."""
+        deadline = time.monotonic() + timeout
+        dead = 0
+        while True:
+            pooled = self._lease(deadline, timeout)
+            try:
+                channel = pooled.client.get_transport().open_session(timeout=max(deadline - time.monotonic(), 1.0))
+                break
+            except paramiko.ChannelException as exc:
+                # Refused (MaxSessions) on a live connection: use fewer channels on it and wait for a place.
+                with self.pool.cond:
+                    pooled.capacity = max(1, pooled.channels - 1)
+                self._give_back(pooled)
+                if time.monotonic() >= deadline:
+                    raise SshError(f"{self.host.name}: cannot open an SSH session: {exc}") from exc
+            except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
+                self._give_back(pooled)
+                if _alive(pooled.client) or dead >= 2 or time.monotonic() >= deadline:
+                    reason = str(exc) or type(exc).__name__
+                    raise SshError(f"{self.host.name}: cannot open an SSH session: {reason}") from exc
+                dead += 1  # the connection died under us: the next lease drops it and opens another
+        try:
+            yield channel
         finally:
             channel.close()
+            self._give_back(pooled)
+
+    def close_idle(self) -> None:
+        with self.pool.cond:
+            doomed = [pooled for pooled in self.connections if pooled.channels == 0]
+            for pooled in doomed:
+                self.connections.remove(pooled)
+                pooled.closing = True
+        _close_all([pooled.client for pooled in doomed])
+
+
+def _close_all(clients: list[paramiko.SSHClient]) -> None:
+    for client in clients:
+        client.close()
+
+
+MAX_CONNECTIONS_PER_HOST = 4
+SESSIONS_PER_CONNECTION = 8
 
 
 class ConnectionPool:
-    """Open connections kept per Spark between swaps, so a swap's first command needs no new handshake.
+    """SSH connections kept per Spark and shared by every thread of the process, so a swap's first command needs no
+    new handshake and concurrent work (a swap, API validates) neither opens a connection per caller nor closes one
+    another uses.
 
-    A connection is reused only while the host's address, port, user, key file and pinned key are unchanged,
-    its transport is alive, and it was used within `max_idle` seconds.
+    Bounded per host (`max_per_host` connections of `sessions_per_connection` channels each). A connection is reused
+    only while the host's address, port, user, key file and pinned key are unchanged, it is alive, and it was used
+    within `max_idle` seconds; extra connections opened for a burst close after `spare_idle` seconds unused.
     """
 
-    def __init__(self, *, max_idle: float = 600.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle: float = 600.0,
+        spare_idle: float = 5.0,
+        max_per_host: int = MAX_CONNECTIONS_PER_HOST,
+        sessions_per_connection: int = SESSIONS_PER_CONNECTION,
+    ) -> None:
         self.max_idle = max_idle
-        self._lock = threading.Lock()
-        self._entries: dict[int, tuple[tuple, SparkConnection, float]] = {}
+        self.spare_idle = spare_idle
+        self.max_per_host = max_per_host
+        self.sessions_per_connection = sessions_per_connection
+        self.cond = threading.Condition()
+        self._slots: dict[int, _HostSlot] = {}
 
     @staticmethod
     def _identity(host: SparkHost) -> tuple:
         return (host.address, host.ssh_port, host.ssh_user, key_path_for(host), host.host_key.strip())
 
-    def get(self, host: SparkHost) -> SparkConnection:
+    def _slot(self, host: SparkHost) -> _HostSlot:
         identity = self._identity(host)
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.pop(host.pk, None)
-        if entry is not None:
-            old_identity, connection, last_used = entry
-            if old_identity == identity and connection.is_active and now - last_used < self.max_idle:
-                with self._lock:
-                    self._entries[host.pk] = (identity, connection, now)
-                return connection
-            connection.discard()
-        connection = SparkConnection(host)
-        connection.pooled = True
-        with self._lock:
-            self._entries[host.pk] = (identity, connection, now)
-        return connection
+        doomed: list[paramiko.SSHClient] = []
+        with self.cond:
+            slot = self._slots.get(host.pk)
+            if slot is None or slot.identity != identity:
+                if slot is not None:
+                    # Changed in the admin: new users get new connections; the old ones close once unused.
+                    slot.retired = True
+                    doomed = slot._prune_locked(time.monotonic())
+                slot = self._slots[host.pk] = _HostSlot(self, host, identity)
+        _close_all(doomed)
+        return slot
+
+    def get(self, host: SparkHost) -> SparkConnection:
+        """The host's shared handle, with one live connection (opened now if there is none). SshError if not."""
+        slot = self._slot(host)
+        slot.warm()
+        return slot.handle
 
     def get_all(self, hosts: list[SparkHost]) -> dict[str, SparkConnection | SshError]:
-        """`get` for several Sparks; those without a usable pooled connection are connected at once, not in turn.
+        """`get` for several Sparks; those without a live connection are connected at once, not in turn.
 
         Returns each host's connection, or the SshError that stopped it, by host name.
         """
         out: dict[str, SparkConnection | SshError] = {}
-        missing = []
-        for host in hosts:
-            if self._usable(host):
-                out[host.name] = self.get(host)
-            else:
-                missing.append(host)
 
         def connect(host: SparkHost) -> None:
             try:
@@ -247,30 +470,34 @@ class ConnectionPool:
             except SshError as exc:
                 out[host.name] = exc
 
-        threads = [threading.Thread(target=connect, args=(host,), daemon=True) for host in missing[1:]]
+        threads = [threading.Thread(target=connect, args=(host,), daemon=True) for host in hosts[1:]]
         for thread in threads:
             thread.start()
-        if missing:
-            connect(missing[0])
+        if hosts:
+            connect(hosts[0])
         for thread in threads:
             thread.join()
-        return out
+        return {host.name: out[host.name] for host in hosts}
 
-    def _usable(self, host: SparkHost) -> bool:
-        with self._lock:
-            entry = self._entries.get(host.pk)
-        if entry is None:
-            return False
-        identity, connection, last_used = entry
-        return (
-            identity == self._identity(host) and connection.is_active and time.monotonic() - last_used < self.max_idle
-        )
+    def transports(self, host: SparkHost) -> list[paramiko.Transport]:
+        """The live pooled transports of `host` (diagnostics and tests)."""
+        with self.cond:
+            slot = self._slots.get(host.pk)
+            clients = [pooled.client for pooled in slot.connections] if slot else []
+        return [transport for client in clients if (transport := client.get_transport()) is not None]
 
     def clear(self) -> None:
-        with self._lock:
-            entries, self._entries = list(self._entries.values()), {}
-        for _, connection, _ in entries:
-            connection.discard()
+        with self.cond:
+            slots, self._slots = list(self._slots.values()), {}
+            clients = []
+            for slot in slots:
+                slot.retired = True
+                clients += [pooled.client for pooled in slot.connections]
+                for pooled in slot.connections:
+                    pooled.closing = True
+                slot.connections = []
+            self.cond.notify_all()
+        _close_all(clients)
 
 
 # One pool per process (like Django's persistent database connections); workers are where SSH happens.
@@ -278,7 +505,7 @@ connection_pool = ConnectionPool()
 
 
 def spark_connect(host: SparkHost) -> SparkConnection:
-    """An open connection to `host` from the pool (host key pinned, TCP_NODELAY set)."""
+    """A shared connection to `host` from the pool (host key pinned, TCP_NODELAY set); safe from many threads."""
     return connection_pool.get(host)
 
 
