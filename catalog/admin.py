@@ -1,4 +1,5 @@
-"""Catalog admin: list with a "local" badge, a separate local-model form, and the disk-delete action."""
+"""Catalog admin: list with a "local" badge, a separate local-model form, the disk-delete action, the launcher's
+fields as text, and write-only secret variables."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from catalog.forms import LocalModelForm
-from catalog.models import ModelEntry
+from catalog.forms import LocalModelForm, ModelEntryForm, ModelSecretForm
+from catalog.models import ModelEntry, ModelSecret
 from catalog.services import DiskDeleteRefused, model_disk_delete
 from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
@@ -30,9 +31,21 @@ class SourceFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ModelSecretInline(admin.TabularInline):
+    """Secret container variables: names are shown, values never (a password field that starts empty)."""
+
+    model = ModelSecret
+    form = ModelSecretForm
+    extra = 1
+    verbose_name = "secret variable"
+    verbose_name_plural = "secret variables (values are write-only: leave blank to keep)"
+
+
 @admin.register(ModelEntry)
 class ModelEntryAdmin(AuditDeletesMixin, admin.ModelAdmin):
     audit_prefix = "catalog"
+    form = ModelEntryForm
+    inlines = [ModelSecretInline]
     list_display = ["key", "name", "source_badge", "nodes", "enabled"]
     list_filter = [SourceFilter, "nodes", "enabled"]
     search_fields = ["key", "name", "repo", "local_path", "served_model_name"]
@@ -42,6 +55,7 @@ class ModelEntryAdmin(AuditDeletesMixin, admin.ModelAdmin):
         ("Source (exactly one)", {"fields": ["repo", "local_path"]}),
         ("Serving", {"fields": ["served_model_name", "nodes", "vllm_args"]}),
         ("Knobs", {"fields": list(ModelEntry.KNOB_FIELDS)}),
+        ("Launcher", {"fields": list(ModelEntry.LAUNCHER_FIELDS)}),
     ]
 
     @admin.display(description="source", ordering="local_path")

@@ -185,22 +185,44 @@ def catalog_parse_yaml(*, text: str) -> list[dict[str, Any]]:
     return document["models"]
 
 
-def catalog_import(*, entries: list[Any]) -> ImportReport:
+def catalog_import(*, entries: list[Any], labels: list[str] | None = None) -> ImportReport:
     """Validate every entry, report every error, and write nothing unless all of them are valid.
 
-    Importing the same entries twice changes nothing the second time.
+    Importing the same entries twice changes nothing the second time. `labels` name the entries in errors
+    (default: "entry N (key)").
     """
+    planned, errors = catalog_import_plan(entries=entries, labels=labels)
+    if errors:
+        raise CatalogImportError(errors)
+    report = ImportReport()
+    with transaction.atomic():
+        for entry, changed in planned:
+            if entry.pk is None:
+                entry.save()
+                report.created.append(entry.key)
+            elif changed:
+                entry.save()
+                report.updated.append(entry.key)
+            else:
+                report.unchanged.append(entry.key)
+    return report
+
+
+def catalog_import_plan(
+    *, entries: list[Any], labels: list[str] | None = None
+) -> tuple[list[tuple[ModelEntry, bool]], list[str]]:
+    """Each valid entry as an unsaved ModelEntry (and whether it differs from the stored one), and every error."""
     errors: list[str] = []
     planned: list[tuple[ModelEntry, bool]] = []
     seen: set[str] = set()
     existing = {entry.key: entry for entry in ModelEntry.objects.all()}
     for index, data in enumerate(entries, start=1):
-        label = f"entry {index}"
+        label = labels[index - 1] if labels else f"entry {index}"
         if not isinstance(data, dict):
             errors.append(f"{label}: must be a mapping")
             continue
         key = data.get("key")
-        if isinstance(key, str) and key:
+        if isinstance(key, str) and key and not labels:
             label = f"entry {index} ({key})"
         unknown = set(data) - ENTRY_FIELDS
         if unknown:
@@ -210,7 +232,7 @@ def catalog_import(*, entries: list[Any]) -> ImportReport:
             errors.append(f"{label}: key: this field is required")
             continue
         if key in seen:
-            errors.append(f"{label}: key: {key!r} appears more than once in the file")
+            errors.append(f"{label}: key: {key!r} appears more than once")
             continue
         seen.add(key)
         current = existing.get(key)
@@ -229,20 +251,7 @@ def catalog_import(*, entries: list[Any]) -> ImportReport:
             continue
         after = {f: getattr(entry, f) for f in _compared_fields()}
         planned.append((entry, before is None or before != after))
-    if errors:
-        raise CatalogImportError(errors)
-    report = ImportReport()
-    with transaction.atomic():
-        for entry, changed in planned:
-            if entry.pk is None:
-                entry.save()
-                report.created.append(entry.key)
-            elif changed:
-                entry.save()
-                report.updated.append(entry.key)
-            else:
-                report.unchanged.append(entry.key)
-    return report
+    return planned, errors
 
 
 def _compared_fields() -> list[str]:

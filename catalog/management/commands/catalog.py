@@ -1,4 +1,5 @@
-"""`manage.py catalog import FILE` (all or nothing) and `manage.py catalog export`."""
+"""`manage.py catalog import FILE` (all or nothing), `manage.py catalog export`, and
+`manage.py catalog import-recipes DIR` (the launcher's recipes/*.yaml, all or nothing)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,40 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog.services import CatalogImportError, catalog_export, catalog_import, catalog_parse_yaml
+from catalog.recipes import catalog_import_recipes
+from catalog.services import CatalogImportError, ImportReport, catalog_export, catalog_import, catalog_parse_yaml
 from sparkcontrol.audit import audit_record
 
 
 class Command(BaseCommand):
-    help = "Import a models.yaml into the catalog (validated as a whole) or export the catalog as YAML."
+    help = (
+        "Import a models.yaml into the catalog (validated as a whole), export the catalog as YAML, or import the "
+        "launcher's recipes/*.yaml."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         imp = sub.add_parser("import")
         imp.add_argument("file")
         sub.add_parser("export")
+        recipes = sub.add_parser("import-recipes", help="import the launcher's recipes/*.yaml (not secrets)")
+        recipes.add_argument("directory")
 
     def handle(self, *args, action: str, **options) -> None:  # type: ignore[override]
         if action == "export":
             self.stdout.write(catalog_export(), ending="")
+            return
+        if action == "import-recipes":
+            directory = Path(options["directory"])
+            if not directory.is_dir():
+                raise CommandError(f"{directory} is not a directory")
+            try:
+                result = catalog_import_recipes(directory=directory)
+            except CatalogImportError as exc:
+                for error in exc.errors:
+                    self.stderr.write(f"{directory}/{error}")
+                raise CommandError(f"{len(exc.errors)} error(s); nothing was imported") from exc
+            self._done(target=str(directory), action="catalog.import_recipes", report=result.report)
             return
         path = Path(options["file"])
         try:
@@ -34,14 +53,14 @@ class Command(BaseCommand):
             for error in exc.errors:
                 self.stderr.write(f"{path}: {error}")
             raise CommandError(f"{len(exc.errors)} error(s); nothing was imported") from exc
+        self._done(target=str(path), action="catalog.import", report=report)
+
+    def _done(self, *, target: str, action: str, report: ImportReport) -> None:
         audit_record(
             actor="manage.py",
-            action="catalog.import",
-            target=str(path),
-            detail={
-                "created": report.created,
-                "updated": report.updated,
-            },
+            action=action,
+            target=target,
+            detail={"created": report.created, "updated": report.updated},
         )
         self.stdout.write(
             f"created {len(report.created)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}"
