@@ -106,12 +106,10 @@ class Command(BaseCommand):
         import asyncio
 
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
 
-        from sparkcontrol.serving import keep_database_connections, serving_application
+        from sparkcontrol.serving import keep_database_connections, serving_server
 
         keep_database_connections()
-        application = serving_application(threads=threads)
         workers = []
 
         def ready() -> None:
@@ -131,12 +129,13 @@ class Command(BaseCommand):
             endpoints = build_endpoint_description_strings(file_descriptor=endpoint_fd)
         else:
             endpoints = build_endpoint_description_strings(host=host, port=port)
+        server = serving_server(threads=threads, endpoints=endpoints, verbosity=0, ready_callable=ready)
         # What exists now (modules, settings, URL patterns, ORM metadata) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise walk it all (~100 ms each, several a second under load).
         gc.collect()
         gc.freeze()
         try:
-            Server(application=application, endpoints=endpoints, verbosity=0, ready_callable=ready).run()
+            server.run()
         finally:
             for worker in workers:
                 worker.stop()

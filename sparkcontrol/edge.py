@@ -1,0 +1,208 @@
+"""Requests judged at the socket, as soon as their headers are in, for `manage.py serve`.
+
+daphne (on Twisted) receives a request's whole body, spooled to a temporary file, before it calls the
+application, so no limit or credential check in the application can spare the upload: a 1 GiB body to a route
+that takes 256 KiB, or an upload without credentials, was received in full before its 413 or 401. Here a
+declared Content-Length over the route's limit gets 413 at once, a chunked body stops being stored at the limit
+(413), and a request with a body to a route that needs credentials gets 401 before its body is read when it
+carries none, or, for a large or chunked body, when those it carries are not valid (checked on the HTTP pool's
+threads, with the connection paused meanwhile). A refusal is answered, the connection half-closed and what the
+client still sends discarded for a moment, so it reads the answer rather than a reset.
+
+It also names the status codes Twisted has no reason phrase for (423 goes out as "Locked", not "Unknown Status").
+The limits and the routes that need credentials are `sparkcontrol.bodylimit`'s; the ASGI-level checks stay as a
+second line and for other servers (uvicorn, runserver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from importlib import import_module
+from typing import Any
+from urllib.parse import unquote
+
+from daphne.server import Server  # isort: skip - installs the asyncio reactor before anything imports one
+from daphne.http_protocol import HTTPFactory, WebRequest
+from django.conf import settings
+from django.contrib.auth import get_user
+from django.db import close_old_connections
+from django.http import HttpRequest
+from twisted.internet import reactor
+from twisted.web import http as twisted_http
+
+from sparkcontrol.bodylimit import edge_body_limit, edge_credentials_needed, edge_too_large, edge_unauthenticated
+from sparkcontrol.serving import ThreadPool
+
+logger = logging.getLogger(__name__)
+
+# A body up to this size (about one socket read) is received while its credentials are checked by the route
+# itself; a larger or chunked one waits, unread, for the check at the edge.
+EDGE_TRUSTED_BODY_BYTES = 64 * 1024
+# After a refusal the connection is half-closed and what the client still sends is discarded for this long, so
+# the client reads the answer instead of a reset; then it is dropped.
+EDGE_LINGER_SECONDS = 2.0
+
+
+def edge_credentials_valid(authorization: str, session_key: str) -> bool:
+    """Whether a request's bearer token or session cookie names a live token or an active user (one query or two).
+
+    Run in a pool thread. Scopes are left to the route (403 there): the edge only keeps out the unknown.
+    """
+    from sparkcontrol.tokens import apitoken_verify
+
+    close_old_connections()
+    if authorization:
+        kind, _, value = authorization.partition(" ")
+        return kind.lower() == "bearer" and bool(value.strip()) and apitoken_verify(plain=value.strip()) is not None
+    if not session_key:
+        return False
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
+    return bool(user.is_authenticated and user.is_active)
+
+
+class EdgeRequest(WebRequest):
+    """daphne's request, judged when its headers are in (see the module docstring) rather than after its body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.edge_state = "open"  # "checking" while credentials are checked, "refused" once answered here
+        self.edge_path = ""
+        self.edge_limit: int | None = None
+        self.edge_received = 0
+        self.edge_expect = False
+        self.edge_held: tuple[bytes, bytes, bytes] | None = None
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:  # noqa: N802 - Twisted's name
+        if message is None and code not in twisted_http.RESPONSES:
+            try:
+                message = HTTPStatus(code).phrase.encode()
+            except ValueError:
+                pass
+        super().setResponseCode(code, message)
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        super().gotLength(length)
+        if length == 0:
+            return
+        raw_path = self.channel._path.split(b"?", 1)[0]
+        self.edge_path = path = unquote(raw_path.decode("ascii", "replace"))
+        self.edge_limit = edge_body_limit(path)
+        if length is not None and length > self.edge_limit:
+            self._edge_refuse(413, edge_too_large(path, self.edge_limit, length))
+            return
+        if not edge_credentials_needed(path):
+            return
+        authorization = (self.requestHeaders.getRawHeaders(b"Authorization") or [b""])[0].decode("latin-1")
+        session_key = self.received_cookies.get(settings.SESSION_COOKIE_NAME.encode(), b"").decode("latin-1")
+        if not authorization and not session_key:
+            self._edge_refuse(401, edge_unauthenticated(path), [(b"WWW-Authenticate", b"Bearer")])
+        elif length is None or length > EDGE_TRUSTED_BODY_BYTES:
+            self._edge_check(authorization, session_key)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.edge_state == "refused":
+            return
+        self.edge_received += len(data)
+        if self.edge_limit is not None and self.edge_received > self.edge_limit:
+            self._edge_refuse(413, edge_too_large(self.edge_path, self.edge_limit, None))
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.edge_state == "refused":
+            return
+        if self.edge_state == "checking":
+            self.edge_held = (command, path, version)
+            return
+        super().requestReceived(command, path, version)
+
+    def _edge_hold_expect(self) -> None:
+        # Twisted answers "Expect: 100-continue" right after gotLength; the client must not be invited to send
+        # a body that is refused or not yet allowed.
+        if self.requestHeaders.hasHeader(b"Expect"):
+            self.edge_expect = True
+            self.requestHeaders.removeHeader(b"Expect")
+
+    def _edge_check(self, authorization: str, session_key: str) -> None:
+        self.edge_state = "checking"
+        self._edge_hold_expect()
+        self.channel.transport.pauseProducing()
+        future = self.server.edge_pool.run(edge_credentials_valid, authorization, session_key)
+        future.add_done_callback(self._edge_checked)
+
+    def _edge_checked(self, future: asyncio.Future) -> None:
+        if self.channel is None or self.edge_state != "checking":
+            return  # the client went away meanwhile
+        valid = not future.cancelled() and future.exception() is None and future.result()
+        if future.exception() is not None:
+            logger.warning("credential check at the edge failed: %r", future.exception())
+        if not valid:
+            self._edge_refuse(401, edge_unauthenticated(self.edge_path), [(b"WWW-Authenticate", b"Bearer")])
+            return
+        self.edge_state = "open"
+        channel = self.channel
+        if self.edge_expect and self.clientproto != b"HTTP/1.0":
+            channel._send100Continue()
+        channel.transport.resumeProducing()
+        if self.edge_held is not None:
+            held, self.edge_held = self.edge_held, None
+            super().requestReceived(*held)
+
+    def _edge_refuse(self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+        """Answer now, stop storing the body, half-close, and drop the connection after a short linger."""
+        was_checking = self.edge_state == "checking"
+        self.edge_state = "refused"
+        self._edge_hold_expect()
+        channel = self.channel
+        transport = channel.transport
+        payload = json.dumps(body).encode()
+        head = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode(),
+            b"Content-Type: application/json",
+            b"Content-Length: " + str(len(payload)).encode(),
+            b"Connection: close",
+            *(name + b": " + value for name, value in headers),
+        ]
+        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + payload)
+        channel.setTimeout(None)
+        channel.dataReceived = _discard  # nothing more from this client is parsed or stored
+        if was_checking:
+            transport.resumeProducing()  # read (and discard) so the client sees the answer, not a stalled send
+        transport.loseWriteConnection()
+        reactor.callLater(EDGE_LINGER_SECONDS, transport.abortConnection)
+        logger.info("refused %s %s at the edge: %s", self.channel._command.decode("latin-1"), self.edge_path, status)
+
+
+def _discard(data: bytes) -> None:
+    return None
+
+
+class EdgeHTTPFactory(HTTPFactory):
+    """daphne's HTTP factory, building `EdgeRequest`s."""
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = EdgeRequest
+        return protocol
+
+
+class EdgeServer(Server):
+    """daphne's server with `EdgeHTTPFactory`; `edge_pool` runs the credential checks (the HTTP pool's threads)."""
+
+    def __init__(self, *, edge_pool: ThreadPool, **kwargs: Any) -> None:
+        self.edge_pool = edge_pool
+        super().__init__(**kwargs)
+
+    @property
+    def http_factory(self) -> HTTPFactory:
+        return self._edge_http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: HTTPFactory) -> None:
+        # daphne's run() builds its own factory in place; this server puts the edge-checking one there instead.
+        self._edge_http_factory = factory if isinstance(factory, EdgeHTTPFactory) else EdgeHTTPFactory(self)
