@@ -29,6 +29,8 @@ FAIL_MODES = (
     "vanish",
     "silent-compile",
     "wedged",
+    "worker-crash",
+    "gated-model",
 )
 DEFAULT_LOAD_SECONDS = 2.0
 DEFAULT_SILENT_SECONDS = 3.0

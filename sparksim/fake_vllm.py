@@ -1,23 +1,37 @@
-"""A fake ``vllm`` CLI: ``vllm serve MODEL ...`` logs like vLLM, waits, then serves an OpenAI API.
+"""A fake ``vllm`` CLI: ``vllm serve MODEL ...`` parses, logs and fails like vLLM 0.11, then serves an OpenAI API.
 
-Timeline of a normal start (``L`` = load seconds): start-up lines, weight loading (0.5 L),
-``Loading weights took ...``, CUDA graph capture (0.3 L), ``Graph capturing finished``, then the API
-server binds ``--port`` on 127.0.0.1, logs ``Uvicorn running on ...`` and
-``Application startup complete.``. The port is reserved (bound, not listening) at start, so a port
-already in use fails early with ``Address already in use`` while a loading server refuses
-connections, as the real one does.
+Arguments are parsed as vLLM's ``FlexibleArgumentParser`` does (see :func:`parse_serve_args`): an unknown
+option prints the top-level usage and ``vllm: error: unrecognized arguments: ...`` on stderr and exits 2
+with no traceback (the container, whose PID 1 is ``sleep infinity``, stays up).
 
-A worker rank (``--headless``, added by the launcher on workers) loads and binds nothing.
+Start-up, in vLLM's order and paced by the load time ``L`` (``SPARKSIM_LOAD_SECONDS``): version and
+non-default args, the port reserved (bound, not listening: a port in use fails early), config resolution,
+engine config, distributed initialisation (every rank must join: the head waits quietly for missing
+ones), the start-up memory check, weight shards progress (0.5 L), torch.compile lines, KV cache, CUDA
+graph capture (0.3 L), "init engine ... took", then "Starting vLLM API server 0 on ...", the routes and
+uvicorn's "Application startup complete.". A failed engine start ends with the root cause, then the API
+server's traceback ending in "Engine core initialization failed. See root cause above".
 
-Failure modes (``sim/<mode>`` repo ids, ``SPARKSIM_FAIL`` or ``<root>/fail_mode``): see
-``FAIL_MODES`` in :mod:`sparksim.common` and the package README in ``__init__``.
+Memory: the start-up check compares ``MemFree`` of the node's meminfo (what ``cudaMemGetInfo`` reports on
+the GB10's unified memory, page cache counted as used) with ``gpu_memory_utilization`` x total and fails
+with vLLM's ``ValueError: Free memory on device ...``; a running engine holds about that much; it comes
+back gradually when the process or its container ends (:mod:`sparksim.meminfo`).
+
+Worker ranks log in their own container: with the launcher's no-Ray rank flags (``--headless``) the worker
+node's container runs its rank; with ``--distributed-executor-backend ray`` the head starts its ranks in the
+containers where ``ray start`` ran on the other nodes.
+
+Failure modes (``sim/<mode>`` repo ids, ``SPARKSIM_FAIL`` or ``<root>/fail_mode``): see ``FAIL_MODES`` in
+:mod:`sparksim.common`. ``worker-crash``: a worker rank dies with a traceback in its container, the head
+waits; ``gated-model``: every rank needs ``HF_TOKEN`` (or ``$HF_HOME/token`` in the container) else
+fails with the Hub's gated-repo error.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+import re
 import socket
 import subprocess
 import sys
@@ -29,112 +43,292 @@ from sparksim import meminfo
 from sparksim.common import DEFAULT_LOAD_SECONDS, DEFAULT_SILENT_SECONDS, FAIL_MODES, Node
 
 VERSION = "0.11.1"
-VALUE_OPTS = {
-    "--served-model-name",
-    "--host",
-    "--port",
-    "-tp",
-    "--tensor-parallel-size",
-    "-pp",
-    "--pipeline-parallel-size",
-    "-dp",
-    "--data-parallel-size",
-    "--gpu-memory-utilization",
-    "--max-model-len",
-    "--max-num-seqs",
-    "--dtype",
-    "--quantization",
-    "-q",
-    "--kv-cache-dtype",
-    "--nnodes",
-    "--node-rank",
-    "--master-addr",
-    "--master-port",
-    "--distributed-executor-backend",
-    "--tokenizer",
-    "--revision",
-    "--download-dir",
-    "--load-format",
-    "--max-num-batched-tokens",
-    "--chat-template",
-    "--tool-call-parser",
-    "--reasoning-parser",
-    "--api-key",
-    "--uvicorn-log-level",
-    "--swap-space",
-    "--seed",
-    "--model",
-    "--config",
-    "--generation-config",
-    "--limit-mm-per-prompt",
-    "--compilation-config",
-    "-O",
-    "--hf-overrides",
-    "--speculative-config",
+
+# -- the command line, parsed as vLLM's FlexibleArgumentParser (argparse) does ----------------------------------------
+# Kinds: "v" a string value, "i" int, "f" float, "j" JSON (a dict-valued config), "+" one or more values,
+# "b" a boolean with a --no- twin (BooleanOptionalAction), "t" a plain switch (store_true), "c:a,b" choices.
+OPTIONS: dict[str, str] = {
+    "--model": "v",
+    "--served-model-name": "+",
+    "--host": "v",
+    "--port": "i",
+    "--uvicorn-log-level": "c:critical,debug,error,info,trace,warning",
+    "--api-key": "v",
+    "--config": "v",
+    "--tensor-parallel-size": "i",
+    "--pipeline-parallel-size": "i",
+    "--data-parallel-size": "i",
+    "--data-parallel-size-local": "i",
+    "--data-parallel-rank": "i",
+    "--data-parallel-start-rank": "i",
+    "--data-parallel-address": "v",
+    "--data-parallel-rpc-port": "i",
+    "--data-parallel-backend": "v",
+    "--decode-context-parallel-size": "i",
+    "--dcp-kv-cache-interleave-size": "i",
+    "--distributed-executor-backend": "c:external_launcher,mp,ray,uni",
+    "--nnodes": "i",
+    "--node-rank": "i",
+    "--master-addr": "v",
+    "--master-port": "i",
+    "--headless": "t",
+    "--api-server-count": "i",
+    "--gpu-memory-utilization": "f",
+    "--kv-cache-memory-bytes": "v",
+    "--swap-space": "f",
+    "--cpu-offload-gb": "f",
+    "--max-model-len": "v",
+    "--max-num-seqs": "i",
+    "--max-num-batched-tokens": "i",
+    "--long-prefill-token-threshold": "i",
+    "--max-parallel-loading-workers": "i",
+    "--max-cudagraph-capture-size": "i",
+    "--cudagraph-capture-sizes": "+",
+    "--block-size": "i",
+    "--dtype": "c:auto,bfloat16,float,float16,float32,half",
+    "--quantization": "v",
+    "--kv-cache-dtype": "v",
+    "--mamba-ssm-cache-dtype": "v",
+    "--mamba-cache-mode": "v",
+    "--tokenizer": "v",
+    "--tokenizer-mode": "v",
+    "--revision": "v",
+    "--code-revision": "v",
+    "--download-dir": "v",
+    "--load-format": "v",
+    "--seed": "i",
+    "--chat-template": "v",
+    "--chat-template-content-format": "v",
+    "--tool-call-parser": "v",
+    "--tool-parser-plugin": "v",
+    "--reasoning-parser": "v",
+    "--reasoning-parser-plugin": "v",
+    "--generation-config": "v",
+    "--attention-backend": "v",
+    "--moe-backend": "v",
+    "--linear-backend": "v",
+    "--mm-encoder-tp-mode": "v",
+    "--max-logprobs": "i",
+    "--response-role": "v",
+    "--root-path": "v",
+    "--ssl-keyfile": "v",
+    "--ssl-certfile": "v",
+    "--allowed-origins": "v",
+    "--lora-modules": "+",
+    "--max-lora-rank": "i",
+    "--compilation-config": "j",
+    "--speculative-config": "j",
+    "--hf-overrides": "j",
+    "--limit-mm-per-prompt": "j",
+    "--override-generation-config": "j",
+    "--default-chat-template-kwargs": "j",
+    "--reasoning-config": "j",
+    "--kv-transfer-config": "j",
+    "--kv-events-config": "j",
+    "--model-loader-extra-config": "j",
+    "--mm-processor-kwargs": "j",
+    "--diffusion-config": "j",
+    "--trust-remote-code": "b",
+    "--enable-prefix-caching": "b",
+    "--enable-chunked-prefill": "b",
+    "--async-scheduling": "b",
+    "--enforce-eager": "b",
+    "--enable-expert-parallel": "b",
+    "--enable-lora": "b",
+    "--disable-custom-all-reduce": "b",
+    "--disable-log-stats": "b",
+    "--enable-log-requests": "b",
+    "--enable-flashinfer-autotune": "b",
+    "--scheduler-reserve-full-isl": "b",
+    "--disable-cascade-attn": "b",
+    "--skip-tokenizer-init": "b",
+    "--enable-sleep-mode": "b",
+    "--enable-auto-tool-choice": "t",
+    "--disable-uvicorn-access-log": "t",
+    "--disable-fastapi-docs": "t",
+    "--disable-log-requests": "t",
+    "--enable-prompt-tokens-details": "t",
+    "--enable-force-include-usage": "t",
+    "--enable-server-load-tracking": "t",
+    "--return-tokens-as-token-ids": "t",
 }
+SHORT_OPTIONS = {
+    "-tp": "--tensor-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+    "-dp": "--data-parallel-size",
+    "-dpl": "--data-parallel-size-local",
+    "-dpn": "--data-parallel-rank",
+    "-dpr": "--data-parallel-start-rank",
+    "-dpa": "--data-parallel-address",
+    "-dpp": "--data-parallel-rpc-port",
+    "-dpb": "--data-parallel-backend",
+    "-q": "--quantization",
+    "-O": "--compilation-config",
+    "-cc": "--compilation-config",
+}
+TOP_USAGE = "usage: vllm [-h] [-v] {chat,complete,serve,bench,collect-env,run-batch} ..."
+SERVE_USAGE = "usage: vllm serve [model_tag] [options]"
 
 
-class Args:
-    def __init__(self, argv: list[str]):
-        self.model: str | None = None
-        self.opts: dict[str, str] = {}
-        self.flags: set[str] = set()
-        self.served_names: list[str] = []
-        i = 0
-        while i < len(argv):
-            arg = argv[i]
-            if arg.startswith("--served-model-name="):
-                self.served_names.append(arg.split("=", 1)[1])
-            elif arg == "--served-model-name":
-                # nargs="+" in vLLM: every following word up to the next option is a name.
-                while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                    self.served_names.append(argv[i + 1])
-                    i += 1
-            elif arg.startswith("-") and "=" in arg and arg.startswith("--"):
-                key, value = arg.split("=", 1)
-                self.opts[key] = value
-            elif arg in VALUE_OPTS:
-                self.opts[arg] = argv[i + 1] if i + 1 < len(argv) else ""
-                i += 1
-            elif arg.startswith("-"):
-                if i + 1 < len(argv) and not argv[i + 1].startswith("-") and arg not in _BOOL_OPTS:
-                    self.opts[arg] = argv[i + 1]
-                    i += 1
-                else:
-                    self.flags.add(arg)
-            elif self.model is None:
-                self.model = arg
-            i += 1
-        self.model = self.model or self.opts.get("--model")
+class UsageError(Exception):
+    """An argparse error: ``top`` ones come from the ``vllm`` parser (unrecognized arguments)."""
 
-    def get(self, *names: str, default: str | None = None) -> str | None:
-        for name in names:
-            if name in self.opts:
-                return self.opts[name]
-        return default
+    def __init__(self, message: str, top: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.top = top
 
-    def int(self, *names: str, default: int) -> int:
+
+def _long_names() -> list[str]:
+    names = list(OPTIONS)
+    names += [f"--no-{n[2:]}" for n, kind in OPTIONS.items() if kind == "b"]
+    return names
+
+
+def _normalise(arg: str) -> str:
+    """``_`` -> ``-`` in a long option's name (up to ``=`` and the first ``.``), as vLLM does before argparse."""
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    head, dot, tail = key[2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + tail + eq + value
+
+
+def _convert(name: str, kind: str, value: str):
+    if kind == "i":
         try:
-            return int(self.get(*names, default=str(default)))
+            return int(value)
         except ValueError:
-            return default
+            raise UsageError(f"argument {name}: invalid int value: {value!r}") from None
+    if kind == "f":
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"argument {name}: invalid float value: {value!r}") from None
+    if kind == "j":
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise UsageError(f"argument {name}: Value {value} cannot be converted to <function loads>.") from None
+    if kind.startswith("c:"):
+        choices = kind[2:].split(",")
+        if value not in choices:
+            shown = ", ".join(repr(c) for c in choices)
+            raise UsageError(f"argument {name}: invalid choice: {value!r} (choose from {shown})")
+    return value
 
 
-_BOOL_OPTS = {
-    "--headless",
-    "--enforce-eager",
-    "--trust-remote-code",
-    "--enable-prefix-caching",
-    "--no-enable-prefix-caching",
-    "--disable-log-requests",
-    "--disable-log-stats",
-    "--enable-auto-tool-choice",
-    "--enable-chunked-prefill",
-    "--async-scheduling",
-    "--enable-expert-parallel",
-    "--disable-custom-all-reduce",
-    "--enable-log-requests",
-}
+def parse_serve_args(argv: list[str]) -> tuple[str | None, dict, list[str]]:
+    """``vllm serve`` arguments -> (model_tag, {option: value}, warnings); raises UsageError like argparse.
+
+    Facts imitated: long options are normalised ``_`` -> ``-``; ``--opt=value`` works; unique prefixes
+    of long options are accepted (argparse's default abbreviations) and ambiguous ones are errors; the
+    short aliases ``-tp -pp -dp -q -O ...``; ``--no-<flag>`` for boolean options; dict-valued options
+    take JSON; ``--served-model-name`` takes one or more names; ``--model`` is moved to the front with a
+    warning; anything left over is reported by the top-level parser as unrecognized arguments.
+    """
+    warnings: list[str] = []
+    args = [_normalise(a) for a in argv]
+    for i, arg in enumerate(args):
+        if arg == "--model" or arg.startswith("--model="):
+            warnings.append(
+                "With `vllm serve`, you should provide the model as a positional argument or in a config file "
+                "instead of via the `--model` option. The `--model` option will be removed in v0.13."
+            )
+            if arg == "--model":
+                tag = args[i + 1] if i + 1 < len(args) else ""
+                args = [tag, *args[:i], *args[i + 2 :]]
+            else:
+                args = [arg.split("=", 1)[1], *args[:i], *args[i + 1 :]]
+            break
+    names = _long_names()
+    model: str | None = None
+    values: dict = {}
+    extras: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-h", "--help"):
+            raise UsageError("help", top=False)
+        if not arg.startswith("-") or arg == "-" or re.fullmatch(r"-\d+(\.\d+)?", arg):
+            if model is None:
+                model = arg
+            else:
+                extras.append(arg)
+            i += 1
+            continue
+        key, eq, inline = arg.partition("=")
+        base = key.split(".", 1)[0]
+        if key.startswith("--"):
+            if base in names:
+                name = base
+            else:
+                matches = [n for n in names if n.startswith(base)]
+                if len(matches) > 1:
+                    raise UsageError(f"ambiguous option: {base} could match {', '.join(matches)}")
+                if not matches:
+                    extras.append(arg)
+                    i += 1
+                    continue
+                name = matches[0]
+        elif base in SHORT_OPTIONS:
+            name = SHORT_OPTIONS[base]
+        else:
+            extras.append(arg)
+            i += 1
+            continue
+        negative = name.startswith("--no-") and name not in OPTIONS
+        canonical = f"--{name[5:]}" if negative else name
+        kind = OPTIONS[canonical]
+        if kind in ("b", "t"):
+            if eq:
+                raise UsageError(f"argument {name}: ignored explicit argument {inline!r}")
+            values[canonical] = not negative
+            i += 1
+            continue
+        if "." in key and kind == "j":
+            # --compilation-config.level 3: one key of a JSON option
+            path = key.split(".")[1:]
+            if eq:
+                raw = inline
+                i += 1
+            else:
+                raw = args[i + 1] if i + 1 < len(args) else ""
+                i += 2
+            try:
+                leaf = json.loads(raw)
+            except ValueError:
+                leaf = raw
+            node = values.setdefault(canonical, {})
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = leaf
+            continue
+        if kind == "+":
+            items = [inline] if eq else []
+            j = i + 1
+            if not eq:
+                while j < len(args) and not args[j].startswith("-"):
+                    items.append(args[j])
+                    j += 1
+            if not items:
+                raise UsageError(f"argument {name}: expected at least one argument")
+            values[canonical] = items
+            i = j
+            continue
+        if eq:
+            value = inline
+            i += 1
+        else:
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or (nxt.startswith("-") and not re.fullmatch(r"-\d+(\.\d+)?", nxt)):
+                raise UsageError(f"argument {name}: expected one argument")
+            value = nxt
+            i += 2
+        values[canonical] = _convert(name, kind, value)
+    if extras:
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}", top=True)
+    return model, values, warnings
 
 
 class Logger:
@@ -177,6 +371,7 @@ class EngineState:
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.requests_total = 0
+        self.finished_early: set[int] = set()
         self.created = int(time.time())
 
 
@@ -343,7 +538,10 @@ def _make_handler(engine: EngineState, log: Logger):
                     self._send_json(200, _completion(chat, model, text, n_tokens, prompt_tokens))
             finally:
                 with engine.lock:
-                    engine.running -= 1
+                    if threading.get_ident() in engine.finished_early:
+                        engine.finished_early.discard(threading.get_ident())
+                    else:
+                        engine.running -= 1
 
         def _stream(self, chat: bool, model: str, n_tokens: int, prompt_tokens: int, body: dict) -> None:
             self.send_response(200)
@@ -419,6 +617,10 @@ def _make_handler(engine: EngineState, log: Logger):
                         }
                     )
                 )
+            # The request is finished before its last chunk leaves, as in vLLM.
+            with engine.lock:
+                engine.running -= 1
+                engine.finished_early.add(threading.get_ident())
             send("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -574,33 +776,299 @@ def _hold_forever() -> None:
         time.sleep(3600)
 
 
+def _engine_failed(log: Logger, core: str, api: str, frames: list[tuple[str, int, str, str]], final: list[str]) -> None:
+    """The end of a failed engine start: the root cause (logged by the engine core), then the API server's
+    traceback whose last line points back at it."""
+    err = f"{core}ERROR {time.strftime('%m-%d %H:%M:%S')} [core.py:708] "
+    log.line(f"{err}EngineCore failed to start.")
+    log.line(f"{err}Traceback (most recent call last):")
+    for filename, lineno, func, code in frames:
+        log.line(f'{err}  File "{filename}", line {lineno}, in {func}')
+        log.line(f"{err}    {code}")
+    for line in final:
+        log.line(f"{err}{line}")
+    log.line(f"{core}Process EngineCore_DP0:")
+    _traceback(
+        log,
+        core,
+        [
+            ("/usr/lib/python3.12/multiprocessing/process.py", 314, "_bootstrap", "self.run()"),
+            ("/usr/lib/python3.12/multiprocessing/process.py", 108, "run", "self._target(*self._args, **self._kwargs)"),
+            *frames,
+        ],
+        final[0],
+    )
+    for line in final[1:]:
+        log.line(f"{core}{line}")
+    _traceback(
+        log,
+        api,
+        [
+            ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+            (f"{SITE}/vllm/entrypoints/cli/main.py", 54, "main", "args.dispatch_function(args)"),
+            (f"{SITE}/vllm/entrypoints/cli/serve.py", 57, "cmd", "uvloop.run(run_server(args))"),
+            (
+                f"{SITE}/vllm/entrypoints/openai/api_server.py",
+                1884,
+                "run_server",
+                "await run_server_worker(listen_address, sock, args, **uvicorn_kwargs)",
+            ),
+            (
+                f"{SITE}/vllm/entrypoints/openai/api_server.py",
+                1902,
+                "run_server_worker",
+                "async with build_async_engine_client(",
+            ),
+            (
+                f"{SITE}/vllm/entrypoints/openai/api_server.py",
+                180,
+                "build_async_engine_client",
+                "async with build_async_engine_client_from_engine_args(",
+            ),
+            (
+                f"{SITE}/vllm/entrypoints/openai/api_server.py",
+                225,
+                "build_async_engine_client_from_engine_args",
+                "async_llm = AsyncLLM.from_vllm_config(",
+            ),
+            (
+                f"{SITE}/vllm/v1/engine/async_llm.py",
+                134,
+                "__init__",
+                "self.engine_core = EngineCoreClient.make_async_mp_client(",
+            ),
+            (
+                f"{SITE}/vllm/v1/engine/core_client.py",
+                448,
+                "__init__",
+                "with launch_core_engines(vllm_config, executor_class,",
+            ),
+            (f"{SITE}/vllm/v1/engine/utils.py", 732, "launch_core_engines", "wait_for_engine_startup("),
+            (
+                f"{SITE}/vllm/v1/engine/utils.py",
+                785,
+                "wait_for_engine_startup",
+                'raise RuntimeError("Engine core initialization failed. "',
+            ),
+        ],
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+    )
+
+
+def _container_file(node: Node, container: dict | None, path: str) -> str:
+    """Where a file named inside the container lives on this machine (bind mounts, else the rootfs)."""
+    if container is None:
+        return path
+    found = _resolve_local_path(path, container)
+    if found is not None:
+        return found
+    norm = os.path.normpath(path)
+    for mount in container.get("mounts", []):
+        dest = os.path.normpath(mount["Destination"])
+        if mount.get("Type") == "bind" and (norm == dest or norm.startswith(dest.rstrip("/") + "/")):
+            return os.path.normpath(mount["Source"] + norm[len(dest) :])
+    return os.path.join(node.containers_dir, container["name"], "rootfs", norm.lstrip("/"))
+
+
+def _has_hf_token(node: Node, container: dict | None) -> bool:
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return True
+    hf_home = os.environ.get("HF_HOME") or ("/root/.cache/huggingface" if container is not None else node.hf_home)
+    token_path = os.environ.get("HF_TOKEN_PATH") or os.path.join(hf_home, "token")
+    try:
+        with open(_container_file(node, container, token_path), encoding="utf-8") as fh:
+            return bool(fh.read().strip())
+    except OSError:
+        return False
+
+
+def _gated_error(log: Logger, prefix: str, model: str) -> None:
+    url = f"https://huggingface.co/{model}/resolve/main/config.json"
+    _traceback(
+        log,
+        prefix,
+        [
+            (f"{SITE}/huggingface_hub/utils/_http.py", 409, "hf_raise_for_status", "response.raise_for_status()"),
+            (f"{SITE}/requests/models.py", 1026, "raise_for_status", "raise HTTPError(http_error_msg, response=self)"),
+        ],
+        f"requests.exceptions.HTTPError: 401 Client Error: Unauthorized for url: {url}",
+    )
+    log.line(prefix)
+    log.line(f"{prefix}The above exception was the direct cause of the following exception:")
+    log.line(prefix)
+    _traceback(
+        log,
+        prefix,
+        [
+            ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+            (
+                f"{SITE}/vllm/transformers_utils/config.py",
+                506,
+                "get_config",
+                "config_dict, _ = PretrainedConfig.get_config_dict(",
+            ),
+            (
+                f"{SITE}/huggingface_hub/file_download.py",
+                1533,
+                "_get_metadata_or_catch_error",
+                "metadata = get_hf_file_metadata(",
+            ),
+            (
+                f"{SITE}/huggingface_hub/utils/_http.py",
+                426,
+                "hf_raise_for_status",
+                "raise _format(GatedRepoError, message, response) from e",
+            ),
+        ],
+        "huggingface_hub.errors.GatedRepoError: 401 Client Error. "
+        f"(Request ID: Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]})",
+    )
+    log.line(prefix)
+    log.line(f"{prefix}Cannot access gated repo for url {url}.")
+    log.line(
+        f"{prefix}Access to model {model} is restricted. You must have access to it and be authenticated to access it. "
+        "Please log in."
+    )
+
+
+def _rendezvous_dir(node: Node, addr: str | None, port: str | None) -> str:
+    return os.path.join(node.root, "rendezvous", f"{addr}_{port}")
+
+
+def _join(node: Node, addr: str | None, port: str | None, rank: int) -> None:
+    path = _rendezvous_dir(node, addr, port)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, f"rank{rank}"), "w", encoding="utf-8") as fh:
+        fh.write(str(os.getpid()))
+
+
+def _rank_alive(node: Node, addr: str | None, port: str | None, rank: int) -> bool:
+    try:
+        with open(os.path.join(_rendezvous_dir(node, addr, port), f"rank{rank}"), encoding="utf-8") as fh:
+            pid = int(fh.read().strip() or 0)
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_for_ranks(node: Node, addr: str | None, port: str | None, ranks: range) -> None:
+    """Wait quietly until every rank has joined, as NCCL/Gloo initialisation does (for ever if one never comes)."""
+    while not all(_rank_alive(node, addr, port, r) for r in ranks):
+        time.sleep(0.05)
+
+
+def _ray_workers(node: Node) -> list[tuple[Node, str]]:
+    """(node, container) of the Ray worker nodes: other nodes' containers where `ray start` ran."""
+    found = []
+    for entry in node.cluster.get("nodes", []):
+        if entry.get("name") == node.name:
+            continue
+        peer = Node(entry["dir"])
+        try:
+            names = sorted(os.listdir(peer.containers_dir))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if os.path.exists(os.path.join(peer.containers_dir, name, "ray-started")):
+                found.append((peer, name))
+                break
+    return found
+
+
+def _spawn_ray_worker(peer: Node, container: str, argv: list[str], rank: int, world: int, head_ip: str) -> None:
+    env = peer.login_env()
+    for key in ("SPARKSIM_LOAD_SECONDS", "SPARKSIM_FAIL", "SPARKSIM_SILENT_SECONDS"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    subprocess.run(
+        [
+            os.path.join(peer.bin, "docker"),
+            "exec",
+            "-d",
+            "-e",
+            f"SPARKSIM_RAY_WORKER={rank},{world},{head_ip}",
+            container,
+            "bash",
+            "-c",
+            'exec vllm serve "$@" >> /proc/1/fd/1 2>&1',
+            "vllm",
+            *argv,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def _shards_progress(log: Logger, shards: int, seconds: float) -> None:
+    """tqdm's progress lines for the weight shards (written bare, without the process prefix)."""
+    start = time.time()
+    log.line(f"Loading safetensors checkpoint shards:   0% Completed | 0/{shards} [00:00<?, ?it/s]")
+    for k in range(1, shards + 1):
+        _sleep(seconds / shards)
+        elapsed = time.time() - start
+        rate = k / elapsed if elapsed > 0 else 0.0
+        left = (shards - k) / rate if rate else 0.0
+        log.line(
+            f"Loading safetensors checkpoint shards: {int(100 * k / shards):>3}% Completed | {k}/{shards} "
+            f"[00:{int(elapsed):02d}<00:{int(left):02d}, {rate:5.2f}it/s]"
+        )
+    elapsed = time.time() - start
+    log.line(
+        f"Loading safetensors checkpoint shards: 100% Completed | {shards}/{shards} "
+        f"[00:{int(elapsed):02d}<00:00, {shards / max(elapsed, 0.01):5.2f}it/s]"
+    )
+
+
 def serve(node: Node, argv: list[str]) -> int:
-    args = Args(argv)
     pid = os.getpid()
-    api = f"(APIServer pid={pid}) "
-    core = f"(EngineCore_DP0 pid={pid + 1}) "
+    try:
+        model, opts, warnings = parse_serve_args(argv)
+    except UsageError as exc:
+        if exc.message == "help":
+            print(SERVE_USAGE)
+            return 0
+        print(TOP_USAGE if exc.top else SERVE_USAGE, file=sys.stderr)
+        print(f"{'vllm' if exc.top else 'vllm serve'}: error: {exc.message}", file=sys.stderr, flush=True)
+        return 2
+    ray_worker = os.environ.get("SPARKSIM_RAY_WORKER")
+    headless = bool(opts.get("--headless")) or bool(ray_worker)
+    nnodes = int(opts.get("--nnodes", 1))
+    rank = int(opts.get("--node-rank", 0))
+    master = (opts.get("--master-addr"), str(opts.get("--master-port", 29501)))
+    tp = int(opts.get("--tensor-parallel-size", 1))
+    pp = int(opts.get("--pipeline-parallel-size", 1))
+    world = tp * pp
+    if ray_worker:
+        r, w, head_ip = ray_worker.split(",")
+        rank, world = int(r), int(w)
+        master = (head_ip, "ray")
+        api = core = f"(RayWorkerWrapper pid={pid}, ip={node.ip}) "
+    elif headless:
+        api = core = f"(Worker_TP{rank} pid={pid}) "
+    else:
+        api, core = f"(APIServer pid={pid}) ", f"(EngineCore_DP0 pid={pid + 1}) "
     log = Logger(api)
-    if not args.model:
-        log.line("usage: vllm serve [model_tag] [options]")
-        log.line("vllm serve: error: the following arguments are required: model_tag")
+    if not model:
+        print(SERVE_USAGE, file=sys.stderr)
+        print("vllm serve: error: the following arguments are required: model_tag", file=sys.stderr, flush=True)
         return 2
     container = _container_state(node)
-    headless = "--headless" in args.flags
-    port = args.int("--port", default=8000)
-    host = args.get("--host", default="0.0.0.0") or "0.0.0.0"
-    served = args.served_names or [args.model]
-    tp = args.int("-tp", "--tensor-parallel-size", default=1)
-    pp = args.int("-pp", "--pipeline-parallel-size", default=1)
-    nnodes = args.int("--nnodes", default=1)
-    rank = args.int("--node-rank", default=0)
-    max_len = args.int("--max-model-len", default=32768)
+    port = int(opts.get("--port", 8000))
+    host = opts.get("--host") or "0.0.0.0"
+    served = opts.get("--served-model-name") or [model]
+    max_len_text = str(opts.get("--max-model-len", "32768")).lower()
     try:
-        gpu_util = float(args.get("--gpu-memory-utilization", default="0.9"))
+        max_len = int(float(max_len_text[:-1]) * 1024) if max_len_text.endswith("k") else int(max_len_text)
     except ValueError:
-        gpu_util = 0.9
+        max_len = 32768
+    gpu_util = float(opts.get("--gpu-memory-utilization", 0.9))
+    backend = opts.get("--distributed-executor-backend")
     load = node.float_setting("SPARKSIM_LOAD_SECONDS", "load_seconds", DEFAULT_LOAD_SECONDS)
     silent = node.float_setting("SPARKSIM_SILENT_SECONDS", "silent_seconds", DEFAULT_SILENT_SECONDS)
-    model = args.model
     is_path = model.startswith(("/", "./", "../", "~"))
     mode = node.fail_mode()
     if mode is None and not is_path and model.startswith("sim/") and model[4:] in FAIL_MODES:
@@ -609,20 +1077,14 @@ def serve(node: Node, argv: list[str]) -> int:
     mem_key = f"{cid}:vllm:{pid}"
 
     if headless:
-        log = Logger(f"(EngineCore_DP0 pid={pid}) ")
         log.info("__init__.py:216", "Automatically detected platform cuda.")
-        log.info(
-            "launcher.py:121",
-            f"Headless mode: node rank {rank} of {nnodes}, master "
-            f"{args.get('--master-addr')}:{args.get('--master-port')}",
-        )
     else:
         log.info("__init__.py:216", "Automatically detected platform cuda.", prefix="")
         log.info("api_server.py:1839", f"vLLM API server version {VERSION}")
-        shown = {"model_tag": model, **{k.lstrip("-").replace("-", "_"): v for k, v in args.opts.items()}}
-        if args.served_names:
-            shown["served_model_name"] = args.served_names
+        shown = {"model_tag": model, **{k[2:].replace("-", "_"): v for k, v in opts.items()}}
         log.info("utils.py:233", f"non-default args: {shown!r}")
+        for text in warnings:
+            log.warning("argparse_utils.py:196", text)
 
     # Reserve the port now (bind without listen), as vLLM does before building the engine.
     sock = None
@@ -649,7 +1111,7 @@ def serve(node: Node, argv: list[str]) -> int:
             )
             return 1
 
-    # Resolve the model.
+    # Resolve the model (every rank reads its config).
     if is_path:
         host_path = _resolve_local_path(model, container)
         if host_path is None or not os.path.isdir(host_path):
@@ -677,6 +1139,9 @@ def serve(node: Node, argv: list[str]) -> int:
             log.line(f"{api}OSError: {model} does not appear to have a file named config.json.")
             return 1
     else:
+        if mode == "gated-model" and not _has_hf_token(node, container):
+            _gated_error(log, api, model)
+            return 1
         hub = _hf_hub_dir(node, container)
         if not model.startswith("sim/") and ensure_repo_in_cache(hub, model):
             log.info("weight_utils.py:280", f"Downloading {model} into the Hugging Face cache ...")
@@ -684,39 +1149,122 @@ def serve(node: Node, argv: list[str]) -> int:
         else:
             ensure_repo_in_cache(hub, model)
 
-    log.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
-    log.info("model.py:1510", f"Using max model len {max_len}")
-    ray = args.get("--distributed-executor-backend") == "ray"
-    if not headless and not ray and nnodes == 1 and tp * pp > 1:
-        _traceback(
-            log,
-            api,
-            [
-                ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
-                (f"{SITE}/vllm/config/parallel.py", 440, "__post_init__", "raise ValueError("),
-            ],
-            f"ValueError: World size ({tp * pp}) is larger than the number of available GPUs (1) in this node. "
-            f"If this is intentional and you are using: - ray, set '--distributed-executor-backend ray'. "
-            f"- multiprocessing, set '--nnodes' and '--node-rank'.",
-        )
-        return 1
-    if nnodes > 1:
+    if not headless:
+        log.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
+        log.info("model.py:1510", f"Using max model len {max_len}")
+        if backend != "ray" and nnodes == 1 and world > 1:
+            _traceback(
+                log,
+                api,
+                [
+                    ("/usr/local/bin/vllm", 10, "<module>", "sys.exit(main())"),
+                    (f"{SITE}/vllm/config/parallel.py", 440, "__post_init__", "raise ValueError("),
+                ],
+                f"ValueError: World size ({world}) is larger than the number of available GPUs (1) in this node. "
+                f"If this is intentional and you are using: - ray, set '--distributed-executor-backend ray'. "
+                f"- multiprocessing, set '--nnodes' and '--node-rank'.",
+            )
+            return 1
+        log.info("scheduler.py:205", "Chunked prefill is enabled with max_num_batched_tokens=8192.")
+        log.info("core.py:644", "Waiting for init message from front-end.", prefix=core)
         log.info(
-            "parallel_state.py:1208",
-            f"world_size={tp * pp} rank={rank} local_rank=0 "
-            f"distributed_init_method=tcp://{args.get('--master-addr')}:"
-            f"{args.get('--master-port')} backend=nccl",
+            "core.py:77",
+            f"Initializing a V1 LLM engine (v{VERSION}) with config: model={model!r}, "
+            f"served_model_name={served[0]}, max_seq_len={max_len}, tensor_parallel_size={tp}, "
+            f"pipeline_parallel_size={pp}, distributed_executor_backend={backend or ('mp' if nnodes > 1 else None)}",
             prefix=core,
         )
+
+    # Distributed initialisation: every rank must join; a missing rank keeps the others waiting quietly.
+    if world > 1:
+        if not headless and backend == "ray":
+            workers = _ray_workers(node)
+            if len(workers) + 1 < world:
+                log.info(
+                    "ray_utils.py:385",
+                    f"No current placement group found. Creating a new placement group with {world} GPU bundles.",
+                    prefix=core,
+                )
+                while True:
+                    log.warning(
+                        "ray_utils.py:244",
+                        f"Waiting for creating a placement group of specs for 10 seconds. specs=[{{'GPU': 1.0, "
+                        f"'node:{node.ip}': 0.001}}{', {{GPU: 1.0}}' * (world - 1)}]. Check `ray status` and "
+                        f"`ray list nodes` to see if you have enough resources, and make sure the IP addresses "
+                        f"used by ray cluster are the same as VLLM_HOST_IP environment variable specified in each "
+                        f"node if you are running on a multi-node.",
+                        prefix=core,
+                    )
+                    _sleep(max(1.0, 2 * load))
+            for r, (peer, name) in enumerate(workers[: world - 1], start=1):
+                _spawn_ray_worker(peer, name, argv, r, world, node.ip)
+            master = (node.ip, "ray")
+        if mode == "worker-crash" and headless:
+            _sleep(0.2 * load)
+            _traceback(
+                log,
+                core,
+                [
+                    (
+                        f"{SITE}/vllm/v1/executor/multiproc_executor.py",
+                        571,
+                        "worker_main",
+                        "worker = WorkerProc(*args, **kwargs)",
+                    ),
+                    (f"{SITE}/vllm/v1/worker/gpu_worker.py", 175, "init_device", "torch.cuda.set_device(self.device)"),
+                    (f"{SITE}/torch/cuda/__init__.py", 567, "set_device", "torch._C._cuda_setDevice(device)"),
+                ],
+                "torch.AcceleratorError: CUDA error: unspecified launch failure",
+            )
+            log.line(
+                f"{core}CUDA kernel errors might be asynchronously reported at some other API call, so the "
+                "stacktrace below might be incorrect."
+            )
+            return 1
+        _join(node, *master, rank)
+        if rank == 0:
+            _wait_for_ranks(node, *master, range(1, world if backend == "ray" else nnodes))
+        else:
+            _wait_for_ranks(node, *master, range(0, 1))
     log.info(
-        "core.py:93",
-        f"Initializing a V1 LLM engine (v{VERSION}) with config: model={model!r}, "
-        f"served_model_name={served[0]}, max_seq_len={max_len}, tensor_parallel_size={tp}",
+        "parallel_state.py:1208",
+        f"rank {rank} in world size {world} is assigned as DP rank 0, PP rank 0, TP rank {rank}, EP rank {rank}",
         prefix=core,
     )
-    log.info("gpu_model_runner.py:2338", f"Starting to load model {model}...", prefix=core)
 
-    weight_gib = round(gpu_util * meminfo.USABLE_GIB * (0.5 if nnodes > 1 else 0.75), 1)
+    # The start-up memory check (init_device): torch.cuda.mem_get_info() reports MemFree on the GB10.
+    mem = meminfo.read_meminfo(os.environ.get("SPARKSIM_MEMINFO") or node.meminfo)
+    total_gib = mem.get("MemTotal", meminfo.MEM_TOTAL_KB) / meminfo.KIB_PER_GIB
+    free_gib = mem.get("MemFree", meminfo.MEM_TOTAL_KB) / meminfo.KIB_PER_GIB
+    requested = gpu_util * total_gib
+    init_frames = [
+        (f"{SITE}/vllm/v1/engine/core.py", 699, "run_engine_core", "engine_core = EngineCoreProc(*args, **kwargs)"),
+        (f"{SITE}/vllm/v1/engine/core.py", 498, "__init__", "super().__init__(vllm_config, executor_class, log_stats,"),
+        (f"{SITE}/vllm/v1/engine/core.py", 83, "__init__", "self.model_executor = executor_class(vllm_config)"),
+        (
+            f"{SITE}/vllm/v1/worker/gpu_worker.py",
+            205,
+            "init_device",
+            "self.requested_memory = request_memory(init_snapshot, self.cache_config)",
+        ),
+    ]
+    if free_gib < requested:
+        text = (
+            f"ValueError: Free memory on device ({free_gib:.2f}/{total_gib:.2f} GiB) on startup is less than desired "
+            f"GPU memory utilization ({gpu_util}, {requested:.2f} GiB). Decrease GPU memory utilization or reduce "
+            "GPU memory used by other processes."
+        )
+        if headless:
+            _traceback(log, core, init_frames, text)
+        else:
+            _engine_failed(log, core, api, init_frames, [text])
+        return 1
+
+    log.info("gpu_model_runner.py:2602", f"Starting to load model {model}...", prefix=core)
+    log.info("gpu_model_runner.py:2634", "Loading model from scratch...", prefix=core)
+    log.info("cuda.py:366", "Using Flash Attention backend on V1 engine.", prefix=core)
+    share = 1.0 / max(1, world)
+    weight_gib = round(min(requested * 0.7, 60.0 * share + 4.0), 2)
     try:
         meminfo.set_usage(node, mem_key, weight_gib * 0.3)
     except OSError:
@@ -724,34 +1272,27 @@ def serve(node: Node, argv: list[str]) -> int:
 
     if mode == "oom":
         _sleep(0.3 * load)
-        _traceback(
-            log,
-            core,
-            [
-                (
-                    f"{SITE}/vllm/v1/engine/core.py",
-                    699,
-                    "run_engine_core",
-                    "engine_core = EngineCoreProc(*args, **kwargs)",
-                ),
-                (
-                    f"{SITE}/vllm/model_executor/model_loader/base_loader.py",
-                    49,
-                    "load_model",
-                    "model = initialize_model(vllm_config=vllm_config,",
-                ),
-                (f"{SITE}/torch/nn/modules/module.py", 1355, "to", "return self._apply(convert)"),
-            ],
-            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity "
-            "of 119.70 GiB of which 412.00 MiB is free. Including non-PyTorch memory, this process has 117.20 GiB "
-            "memory in use. Of the allocated memory 115.91 GiB is allocated by PyTorch, and 612.33 MiB is reserved "
-            "by PyTorch but unallocated.",
+        oom_frames = [
+            *init_frames[:3],
+            (
+                f"{SITE}/vllm/model_executor/model_loader/base_loader.py",
+                49,
+                "load_model",
+                "model = initialize_model(vllm_config=vllm_config,",
+            ),
+            (f"{SITE}/torch/nn/modules/module.py", 1355, "to", "return self._apply(convert)"),
+        ]
+        text = (
+            f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity "
+            f"of {total_gib:.2f} GiB of which 412.00 MiB is free. Including non-PyTorch memory, this process has "
+            f"{total_gib - 2.5:.2f} GiB memory in use. Of the allocated memory {total_gib - 3.8:.2f} GiB is allocated "
+            "by PyTorch, and 612.33 MiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is "
+            "large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation."
         )
-        log.error("core_client.py:564", "Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.")
-        log.line(
-            f"{api}RuntimeError: Engine core initialization failed. See root cause above. "
-            f"Failed core proc(s): {{'EngineCore_DP0': 1}}"
-        )
+        if headless:
+            _traceback(log, core, oom_frames, text)
+        else:
+            _engine_failed(log, core, api, oom_frames, [text])
         _release(node, mem_key)
         return 1
 
@@ -771,12 +1312,14 @@ def serve(node: Node, argv: list[str]) -> int:
             _hold_forever()
         return 137
 
-    _sleep(0.5 * load)
-    load_time = round(0.5 * load + random.uniform(0.01, 0.05), 2)
+    started = time.time()
+    _shards_progress(log, 4, 0.5 * load)
+    log.line(core)
+    load_time = time.time() - started
     log.info("default_loader.py:267", f"Loading weights took {load_time:.2f} seconds", prefix=core)
     log.info(
-        "gpu_model_runner.py:2392",
-        f"Model loading took {weight_gib:.4f} GiB and {load_time + 0.3:.6f} seconds",
+        "gpu_model_runner.py:2653",
+        f"Model loading took {weight_gib:.4f} GiB and {load_time + 0.05:.6f} seconds",
         prefix=core,
     )
     try:
@@ -784,33 +1327,63 @@ def serve(node: Node, argv: list[str]) -> int:
     except OSError:
         pass
 
+    compile_started = time.time()
+    log.info(
+        "backends.py:548",
+        f"Using cache directory: /root/.cache/vllm/torch_compile_cache/{uuid.uuid5(uuid.NAMESPACE_URL, model).hex[:10]}"
+        f"/rank_{rank}_0/backbone for vLLM's torch.compile",
+        prefix=core,
+    )
+    log.info("backends.py:559", f"Dynamo bytecode transform time: {0.05 * load:.2f} s", prefix=core)
     if mode == "silent-compile":
         # Nothing is logged during this phase: silence is not death.
         _sleep(silent)
-        log.info("backends.py:215", f"Compiling a graph for dynamic shape takes {silent:.2f} s", prefix=core)
-    log.info("monitor.py:34", "torch.compile takes 0.00 s in total", prefix=core)
-    log.info("gpu_worker.py:298", f"Available KV cache memory: {weight_gib * 0.3:.2f} GiB", prefix=core)
     log.info(
-        "gpu_model_runner.py:3118",
-        "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67",
+        "backends.py:218",
+        f"Compiling a graph for dynamic shape takes {time.time() - compile_started:.2f} s",
         prefix=core,
     )
+    log.info("monitor.py:34", f"torch.compile takes {time.time() - compile_started:.2f} s in total", prefix=core)
+    kv_gib = max(0.5, requested - weight_gib - 1.5)
+    log.info("gpu_worker.py:298", f"Available KV cache memory: {kv_gib:.2f} GiB", prefix=core)
+    tokens = int(kv_gib * 1024 * 1024 * 1024 / (128 * 1024))
+    if rank == 0:
+        log.info("kv_cache_utils.py:1087", f"GPU KV cache size: {tokens:,} tokens", prefix=core)
+        log.info(
+            "kv_cache_utils.py:1091",
+            f"Maximum concurrency for {max_len:,} tokens per request: {tokens / max_len:.2f}x",
+            prefix=core,
+        )
+    try:
+        meminfo.set_usage(node, mem_key, requested - 1.0)
+    except OSError:
+        pass
+    graphs_started = time.time()
     _sleep(0.3 * load)
-    log.info("gpu_model_runner.py:3294", "Graph capturing finished in 1 secs, took 0.52 GiB", prefix=core)
+    log.line("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|██████████| 67/67 [00:00<00:00, 98.10it/s]")
+    log.line("Capturing CUDA graphs (decode, FULL): 100%|██████████| 35/35 [00:00<00:00, 101.53it/s]")
+    log.info(
+        "gpu_model_runner.py:3480",
+        f"Graph capturing finished in {max(1, round(time.time() - graphs_started))} secs, took 0.52 GiB",
+        prefix=core,
+    )
     log.info(
         "core.py:210",
-        f"init engine (profile, create kv cache, warmup model) took {0.3 * load + 0.1:.2f} seconds",
+        f"init engine (profile, create kv cache, warmup model) took {time.time() - compile_started:.2f} seconds",
         prefix=core,
     )
 
     if headless:
-        log.info("core.py:752", f"Worker rank {rank} ready; waiting for the head node.", prefix=core)
         _hold_forever()
 
     if mode == "never-ready":
-        log.info("api_server.py:1634", "Waiting for the engine core to report ready ...")
         _hold_forever()
 
+    log.info(
+        "loggers.py:147",
+        f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {tokens // 16}",
+    )
+    log.info("api_server.py:1634", "Supported_tasks: ['generate']")
     engine = EngineState(served, max_len, model)
     if mode == "wedged":
         engine.wedged = True
@@ -820,14 +1393,14 @@ def serve(node: Node, argv: list[str]) -> int:
     server.daemon_threads = True
     server.socket.close()
     server.socket = sock
-    log.info("api_server.py:1870", f"Starting vLLM API server 0 on http://{host}:{port}")
-    for route in ("/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics"):
-        log.info("launcher.py:37", f"Route: {route}")
+    log.info("api_server.py:1912", f"Starting vLLM API server 0 on http://{host}:{port}")
+    log.info("launcher.py:34", "Available routes are:")
+    for route in ("/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics", "/version"):
+        log.info("launcher.py:42", f"Route: {route}, Methods: {'POST' if 'completions' in route else 'GET'}")
     server.server_activate()
     node.record("vllm", argv, "port_open", port=port, served_model_name=served[0])
     log.line(f"{api}INFO:     Started server process [{pid}]")
     log.line(f"{api}INFO:     Waiting for application startup.")
-    log.line(f"{api}INFO:     Uvicorn running on http://{host}:{port} (Press CTRL+C to quit)")
     log.line(f"{api}INFO:     Application startup complete.")
     node.record("vllm", argv, "ready", port=port, served_model_name=served[0])
 
@@ -859,20 +1432,26 @@ def serve(node: Node, argv: list[str]) -> int:
 
 
 def _release(node: Node, key: str) -> None:
+    """The memory of a process that ended comes back gradually, as on the GB10."""
     try:
-        meminfo.set_usage(node, key, 0)
+        meminfo.release(node, key)
     except OSError:
         pass
 
 
 def main(node: Node, argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: vllm [-h] [-v] {chat,complete,serve,bench,collect-env,run-batch} ...")
+        print(TOP_USAGE)
         return 0
     if argv[0] in ("-v", "--version"):
         print(VERSION)
         return 0
     if argv[0] != "serve":
-        print(f"vllm: error: argument subparser: invalid choice: '{argv[0]}'", file=sys.stderr)
+        print(TOP_USAGE, file=sys.stderr)
+        print(
+            f"vllm: error: argument subparser: invalid choice: '{argv[0]}' (choose from 'chat', 'complete', "
+            "'serve', 'bench', 'collect-env', 'run-batch')",
+            file=sys.stderr,
+        )
         return 2
     return serve(node, argv[1:])

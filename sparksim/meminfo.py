@@ -6,6 +6,12 @@ GB10, memory comes back gradually after ``docker stop``: the stopped container's
 linearly over ``SPARKSIM_MEM_RELEASE_SECONDS`` (default 1.5 s) by a short-lived helper process that
 keeps rewriting the file until nothing is left to release.
 
+The page cache is its own figure (``Cached``; default 2.3 GiB, set with :func:`set_page_cache`): it
+lowers ``MemFree`` but not ``MemAvailable``, as reclaimable cache does. This matters because on the GB10
+(unified memory) ``cudaMemGetInfo`` - which vLLM's start-up check reads through
+``torch.cuda.mem_get_info()`` - reports ``MemFree``, so page cache counts as used memory there (see
+vllm-project/vllm#48140); the fake vLLM checks :func:`read_meminfo`'s ``MemFree``.
+
 State lives in ``<node>/mem.json`` and is updated under an flock on ``<node>/mem.lock``.
 """
 
@@ -25,6 +31,8 @@ MEM_TOTAL_KB = 128 * KIB_PER_GIB - 2_500_000
 BASE_USED_GIB = 5.5
 USABLE_GIB = 119.0
 DEFAULT_RELEASE_SECONDS = 1.5
+DEFAULT_PAGE_CACHE_GIB = 2.3
+SLACK_KB = 600_000  # free memory the kernel keeps aside (watermarks), neither free for vLLM nor cache
 
 
 class _Locked:
@@ -69,15 +77,20 @@ def available_kb(state: dict, now: float | None = None) -> int:
     return max(0, int(MEM_TOTAL_KB - used_gib * KIB_PER_GIB))
 
 
+def page_cache_kb(state: dict) -> int:
+    return int(float(state.get("page_cache_gib", DEFAULT_PAGE_CACHE_GIB)) * KIB_PER_GIB)
+
+
 def _render(node: Node, state: dict) -> None:
     avail = available_kb(state)
-    free = max(0, avail - 3_000_000)
+    cache = min(page_cache_kb(state), avail)
+    free = max(0, avail - cache - SLACK_KB)
     lines = [
         ("MemTotal", MEM_TOTAL_KB),
         ("MemFree", free),
         ("MemAvailable", avail),
         ("Buffers", 12_345),
-        ("Cached", 2_400_000),
+        ("Cached", cache),
         ("SwapCached", 0),
         ("Active", 4_100_000),
         ("Inactive", 1_900_000),
@@ -105,6 +118,12 @@ def set_usage(node: Node, key: str, gib: float) -> None:
             state["loads"].pop(key, None)
         else:
             state["loads"][key] = float(gib)
+
+
+def set_page_cache(node: Node, gib: float) -> None:
+    """Set the node's page cache (what ``sync; echo 3 > /proc/sys/vm/drop_caches`` would bring to ~0)."""
+    with _Locked(node) as state:
+        state["page_cache_gib"] = max(0.0, float(gib))
 
 
 def release(node: Node, prefix: str) -> None:
@@ -151,6 +170,21 @@ def updater(node_dir: str) -> None:
                 state["updater_until"] = 0
                 return
             state["updater_until"] = now + 1.0
+
+
+def read_meminfo(path: str) -> dict[str, int]:
+    """The ``kB`` figures of a meminfo file by name (empty when it cannot be read)."""
+    values: dict[str, int] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                name, _, rest = line.partition(":")
+                fields = rest.split()
+                if fields and fields[0].isdigit():
+                    values[name.strip()] = int(fields[0])
+    except FileNotFoundError:
+        pass
+    return values
 
 
 def read_available_kb(path: str) -> int | None:

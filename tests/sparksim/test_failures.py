@@ -13,6 +13,16 @@ from tests.sparksim.conftest import http, served_models, wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def memory_back_at_once(sim):
+    """Memory of a stopped model comes back at once here: these tests launch right after the previous one stopped."""
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
+    yield
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)
+
+
 def launch(sim, shell, repo: str, name: str = "m", env: str = "") -> tuple[int, str]:
     rc, out, _ = shell.run(
         f"{env} ~/spark-vllm-docker/launch-cluster.sh --solo -d exec vllm serve {repo} "
@@ -140,7 +150,7 @@ def test_forced_mode_applies_to_any_model(sim, shell):
     sim.set_node_env(sim.head.name, "SPARKSIM_FAIL", "never-ready")
     try:
         rc, _ = launch(sim, shell, "sim/tiny-model")
-        wait_for(lambda: "Waiting for the engine core" in log(sim))
+        wait_for(lambda: "init engine (profile, create kv cache, warmup model) took" in log(sim))
         assert not port_open(sim.vllm_port)
         shell.launcher("--solo stop")
     finally:

@@ -15,6 +15,16 @@ from tests.sparksim.conftest import http, served_models, wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def memory_back_at_once(sim):
+    """Memory of a stopped model comes back at once here: these tests launch right after the previous one stopped."""
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
+    yield
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)
+
+
 def nodes_arg(sim) -> str:
     return ",".join(node.ip for node in sim.nodes)
 
@@ -136,11 +146,14 @@ def test_exec_daemon_serves_the_model_after_the_load_delay(sim, shell, t0):
 
 
 def test_second_exec_reuses_the_running_containers(sim, shell, t0):
-    rc, out, _ = shell.launcher(serve_args(sim, "sim/tiny-model", "first", "-tp 2"))
+    # Two engines share each node's memory: each asks for 40 % of it.
+    rc, out, _ = shell.launcher(serve_args(sim, "sim/tiny-model", "first", "-tp 2 --gpu-memory-utilization 0.4"))
     assert rc == 0
     wait_for(lambda: served_models(sim.vllm_port) == ["first"])
     other_port = sim.vllm_port + 1 if sim.vllm_port < 65000 else sim.vllm_port - 1
-    rc, out, _ = shell.launcher(serve_args(sim, "sim/big-model", "second", "-tp 2", port=other_port))
+    rc, out, _ = shell.launcher(
+        serve_args(sim, "sim/big-model", "second", "-tp 2 --gpu-memory-utilization 0.4", port=other_port)
+    )
     assert rc == 0
     assert "Cluster containers are already running. Skipping launch." in out
     # The second vLLM runs inside the old container, next to the first one.
