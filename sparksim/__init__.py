@@ -33,7 +33,19 @@ Settings (process environment of a session, or per node with ``sim.set_node_env(
 Memory: ``$SPARKSIM_MEMINFO`` is the node's fake ``/proc/meminfo``; ``cat``, ``grep``, ``awk``, ``head``
 and ``tail`` run in a session on a node read it when given the path ``/proc/meminfo``.
 
-``python -m sparksim up|down|record`` runs a cluster from the command line.
+The real launcher: ``SimCluster(launcher_dir=DIR)`` (default: the environment variable
+``SPARKSIM_LAUNCHER_DIR``; ``""`` forces the fake) installs a copy of that spark-vllm-docker checkout as
+every node's ``~/spark-vllm-docker`` instead of the fake launcher (``cluster.json`` says which:
+``"launcher": "real"|"fake"``). Each node's ``bin/`` has what the real script calls on a Spark
+(:mod:`sparksim.node_tools`): ``ssh``/``scp`` to the other nodes by cluster IP (the remote session gets
+that node's login environment only), ``ip`` (the cluster IP on the CX7 interface ``enp1s0f1np1``),
+``ibdev2netdev``, ``nc -z``, ``nvidia-smi``, ``earlyoom``; ``docker`` has ``cp`` and ``top`` besides.
+``SPARKSIM_CX7_LINKS`` (node setting, or ``sim.set_cx7_links(n, node_name=None)``): CX7 links up,
+``0`` (a single Spark without cable: autodiscovery fails), ``2`` (a cabled pair; the default with
+several nodes) or ``4`` (a mesh; the default of a 1-node cluster is 0).
+
+``python -m sparksim up|down|record`` runs a cluster from the command line
+(``up --launcher-dir DIR`` for the real launcher).
 The fake programs import :mod:`sparksim` on every start, so this module imports nothing eagerly.
 """
 

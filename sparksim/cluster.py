@@ -100,7 +100,8 @@ echo "earlyoom 1.7"
 echo "mem total: 121693 MiB, user mem total: 119500 MiB, swap total:    0 MiB"
 echo "sending SIGTERM when mem avail <= 10.00% and swap free <= 100.00%,"
 echo "        SIGKILL when mem avail <=  5.00% and swap free <=  50.00%"
-exec sleep infinity
+trap 'exit 0' TERM INT
+while :; do sleep 60 & wait $!; done
 """
 
 NODE_TOOLS = ("ssh", "scp", "ip", "ibdev2netdev", "nc")

@@ -652,7 +652,7 @@ def nc_main(node: Node, argv: list[str]) -> int:
     for key, val in opts:
         if key == "w":
             try:
-                wait = max(0.0, float(val))
+                wait = float(int(val))  # netcat-openbsd takes whole seconds
             except ValueError:
                 eprint(f"nc: timeout {val}: invalid")
                 return 1

@@ -1,4 +1,5 @@
-"""The fake docker CLI of a node: run, ps, exec, logs (--since, -f), stop, inspect, meminfo."""
+"""The fake docker CLI of a node: run (with the launchers' options), ps, exec, logs (--since, -f), stop, inspect,
+meminfo."""
 
 from __future__ import annotations
 
@@ -144,3 +145,41 @@ def test_meminfo_drops_while_loaded_and_recovers_gradually(sim, shell, t0):
     just_after = sim.mem_available_kb(sim.head.name)
     assert just_after < idle - 20e6  # memory comes back late
     wait_for(lambda: sim.mem_available_kb(sim.head.name) >= idle - 1000, timeout=5)
+
+
+# The options every launcher generation passes to `docker run` (privileged and non-privileged).
+LAUNCHER_RUN = (
+    "docker run --privileged --ulimit nofile=1048576:1048576 --ipc=host -e VLLM_HOST_IP={ip} -e HF_TOKEN "
+    "--gpus all -d --rm --network host --name vllm_node --entrypoint= -e NCCL_IGNORE_CPU_AFFINITY=1 "
+    "-v $HOME/.cache/huggingface:/root/.cache/huggingface -v $HOME/.cache/vllm:/root/.cache/vllm "
+    "vllm-node sleep infinity"
+)
+LAUNCHER_RUN_UNPRIVILEGED = (
+    "docker run --cap-add=IPC_LOCK --ulimit nofile=1048576:1048576 --shm-size=64g --device=/dev/infiniband "
+    "--memory 110g --memory-swap 120g --pids-limit 4096 --gpus all -d --rm -p 8000:8000 --name vllm_node "
+    "--entrypoint= vllm-node earlyoom -M 524288,102400 -s 100 -r 60"
+)
+
+
+def test_launcher_run_options_and_env_without_value_follows_the_caller(sim, shell):
+    worker = sim.workers[0]
+    head_cmd = LAUNCHER_RUN.format(ip=sim.head.ip)
+    worker_cmd = LAUNCHER_RUN.format(ip=worker.ip)
+    # As the launcher does: the head's run sees the exported variable, the worker's goes through ssh.
+    rc, out, err = shell.run(f"export HF_TOKEN=secret; {head_cmd} && ssh {worker.ip} '{worker_cmd}'")
+    assert rc == 0, err
+    for node, expected in ((sim.head, ["HF_TOKEN=secret"]), (worker, [])):
+        rc, out, _ = shell.run("docker inspect -f '{{json .Config.Env}}' vllm_node", node=node.name)
+        env = json.loads(out)
+        assert [e for e in env if e.startswith("HF_TOKEN")] == expected
+        assert f"VLLM_HOST_IP={node.ip}" in env
+        # The head's $HOME expanded on the head names the same home on the worker (same path on a Spark).
+        rc, out, _ = shell.run("docker inspect -f '{{json .Mounts}}' vllm_node", node=node.name)
+        sources = {m["Destination"]: m["Source"] for m in json.loads(out)}
+        assert sources["/root/.cache/huggingface"] == f"{node.dir}/.cache/huggingface"
+    shell.run("docker stop vllm_node")
+    rc, _, err = shell.run(LAUNCHER_RUN_UNPRIVILEGED)
+    assert rc == 0, err
+    rc, out, _ = shell.run("docker top vllm_node")
+    assert out.splitlines()[1].endswith("earlyoom -M 524288,102400 -s 100 -r 60")
+    assert "earlyoom 1.7" in sim.container_log(sim.head.name, "vllm_node")
