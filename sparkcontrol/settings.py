@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "ninja",  # its bundled Swagger UI for /api/docs (no CDN, no inline script)
     "django_tasks",
     "django_tasks_db",
+    "axes",  # failed sign-ins counted per user and address, lockouts in the admin (see docs/decisions)
     "sparkcontrol",
     "catalog",
     "cluster",
@@ -77,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "sparkcontrol.urls"
@@ -137,6 +140,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in throttle (django-axes), on both sign-in pages: after LOGIN_FAILURE_LIMIT wrong passwords for one
+# username from one address, that pair is refused (429) for LOGIN_LOCKOUT_MINUTES, even with the right password.
+# Keyed on the pair so nobody can lock the admin out from elsewhere. A lockout is in the admin (Axes) and audited.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("SPARKCONTROL_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_float("SPARKCONTROL_LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0.1, maximum=10080.0)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt is not counted (nor hashed)
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
+AXES_VERBOSE = False
+# Sign-in requests run on a few threads of their own (password hashing is slow on purpose), so a burst of them
+# queues there and never takes the threads every other request needs (see sparkcontrol/serving.py).
+LOGIN_THREADS = env_int("SPARKCONTROL_LOGIN_THREADS", 2, minimum=1, maximum=64)
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/"
 SESSION_COOKIE_HTTPONLY = True
