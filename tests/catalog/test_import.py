@@ -100,3 +100,52 @@ def test_command_reports_errors_and_imports_the_example(tmp_path, capsys):
     assert "entry 3 (hostile)" in capsys.readouterr().err
     call_command("catalog", "import", "examples/models.yaml")
     assert set(ModelEntry.objects.values_list("key", flat=True)) == {"qwen3-30b-a3b", "gpt-oss-120b", "ten31-v2"}
+
+
+LAUNCHER = """
+models:
+  - key: glm
+    repo: org/glm
+    image: vllm-node-tf5
+    mods: [mods/fix-glm]
+    container_env: {VLLM_MARLIN_USE_ATOMIC_ADD: "1"}
+    launcher_flags: [--non-privileged, --shm-size-gb, "32"]
+  - key: alias
+    repo: org/alias
+    env: {A: "1"}
+    launcher_args: [--no-cache-dirs]
+"""
+
+
+def test_launcher_fields_round_trip_and_secrets_stay_out_of_the_export():
+    from catalog.models import ModelSecret
+
+    report = catalog_import(entries=catalog_parse_yaml(text=LAUNCHER))
+    assert report.created == ["glm", "alias"]
+    glm = ModelEntry.objects.get(key="glm")
+    assert glm.image == "vllm-node-tf5" and glm.launcher_flags == ["--non-privileged", "--shm-size-gb", "32"]
+    assert ModelEntry.objects.get(key="alias").container_env == {"A": "1"}
+    ModelSecret.objects.create(model=glm, name="HF_TOKEN", value="hf_export_must_not_show")
+    exported = catalog_export()
+    assert "hf_export_must_not_show" not in exported
+    assert "#   glm: HF_TOKEN" in exported  # the names, as a comment, so the operator knows what to set again
+    again = catalog_import(entries=catalog_parse_yaml(text=exported))
+    assert sorted(again.unchanged) == ["alias", "glm"]
+
+
+def test_import_refuses_bad_launcher_fields_naming_them():
+    bad = """
+models:
+  - key: bad
+    repo: org/bad
+    image: "vllm node"
+    launcher_flags: [-e, A=1]
+    container_env: {HF_TOKEN: hf_x}
+"""
+    with pytest.raises(CatalogImportError) as info:
+        catalog_import(entries=catalog_parse_yaml(text=bad))
+    text = "\n".join(info.value.errors)
+    assert "entry 1 (bad): image:" in text
+    assert "entry 1 (bad): launcher_flags: -e cannot be given as a launcher flag" in text
+    assert "entry 1 (bad): container_env: HF_TOKEN" in text
+    assert "hf_x" not in text
