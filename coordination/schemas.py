@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ninja import Schema
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
+
+# A day inside the calendar's ends, so the time shown in any time zone is still a date-time.
+EARLIEST_NEXT_RUN = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST_NEXT_RUN = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 class LockAcquireIn(Schema):
@@ -51,6 +55,23 @@ class ScheduleIn(Schema):
     next_run: datetime | None = None
     model: str | None = None
     description: str | None = None
+
+    @field_validator("next_run")
+    @classmethod
+    def _within_the_calendar(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            # No offset means UTC (the server's time zone); an offset at the calendar's end overflows here.
+            in_utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        except OverflowError:
+            in_utc = None
+        if in_utc is None or not EARLIEST_NEXT_RUN <= in_utc <= LATEST_NEXT_RUN:
+            raise ValueError(
+                f"{value.isoformat()} is outside the dates this registry keeps "
+                f"({EARLIEST_NEXT_RUN:%Y-%m-%d} to {LATEST_NEXT_RUN:%Y-%m-%d}, UTC)"
+            )
+        return value
 
 
 class ScheduleOut(Schema):

@@ -175,6 +175,10 @@ async def _read_json(request: HttpRequest, limit: int, declared: int | None) -> 
         payload = json.loads(body or b"null")
     except ValueError as exc:
         raise Refused(error_response(400, "invalid_json", f"the body is not valid JSON: {exc}")) from None
+    except RecursionError:
+        # The parser recurses once per level: a small body of brackets exhausts the stack.
+        message = "the body's JSON is nested too deeply to parse"
+        raise Refused(error_response(400, "invalid_json", message)) from None
     if not isinstance(payload, dict):
         raise Refused(error_response(400, "invalid_json", "the body must be a JSON object"))
     return body, payload
