@@ -287,6 +287,11 @@ def validate_env_name(name: object, *, secret: bool = False) -> None:
         raise ValidationError(f"{name} is a secret: give it as a secret variable, not in the container environment")
 
 
+# Characters a shell gives meaning to: the launcher's `-e NAME=value` reaches the worker's `docker run` through
+# `ssh worker "docker run ... -e NAME=value ..."`, unquoted.
+ENV_VALUE_SHELL_CHARS = frozenset("$`'\"\\;&|<>()*?[]{}!#~")
+
+
 def validate_env_value(value: object, *, secret: bool = False) -> None:
     """A value for one container variable: a string, bounded, no control characters (and, unless secret, no
     whitespace: the launcher word-splits its `-e` values)."""
@@ -298,6 +303,11 @@ def validate_env_value(value: object, *, secret: bool = False) -> None:
         raise ValidationError("the value contains a control character (NUL, newline...)")
     if not secret and any(ch.isspace() for ch in value):
         raise ValidationError("the value contains whitespace, which the launcher's -e would split")
+    if not secret and (bad := sorted(set(value) & ENV_VALUE_SHELL_CHARS)):
+        raise ValidationError(
+            f"the value contains {' '.join(bad)}: the launcher hands a worker's docker run to the worker's shell "
+            "unquoted, which would interpret it (store such a value as a secret)"
+        )
 
 
 def validate_container_env(value: object) -> None:

@@ -23,6 +23,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from catalog.models import ModelEntry
+from catalog.selectors import model_container_env
 from cluster.models import ClusterSettings, SparkHost
 
 
@@ -242,14 +243,13 @@ def launcher_base(*, cluster: ClusterSettings, nodes: list[SparkHost], capabilit
 def _entry_options(*, entry: ModelEntry, nodes: list[SparkHost], capabilities: LauncherCapabilities) -> list[str]:
     """What the catalog entry asks of the launcher: image, mods, container environment, extra flags, backend."""
     parts: list[str] = []
-    image = getattr(entry, "image", "")
-    if image:
-        parts += ["-t", quote_arg(image)]
-    for mod in getattr(entry, "mods", None) or []:
+    if entry.image:
+        parts += ["-t", quote_arg(entry.image)]
+    for mod in entry.mods:
         parts += ["--apply-mod", quote_arg(mod)]
-    for name, value in sorted((getattr(entry, "container_env", None) or {}).items()):
+    for name, value in sorted(model_container_env(entry).items()):
         parts += ["-e", quote_arg(f"{name}={value}")]
-    parts += [quote_arg(flag) for flag in getattr(entry, "launcher_flags", None) or []]
+    parts += [quote_arg(flag) for flag in entry.launcher_flags]
     if len(nodes) > 1:
         parts += capabilities.backend_flags
     return parts

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from catalog.models import ModelEntry
+from catalog.selectors import model_secrets
 
 
 def swap_secrets(*, entry: ModelEntry) -> dict[str, str]:
@@ -16,9 +17,5 @@ def swap_secrets(*, entry: ModelEntry) -> dict[str, str]:
     token = settings.SPARKCONTROL.get("HF_TOKEN", "")
     if token:
         secrets["HF_TOKEN"] = token
-    try:
-        from catalog.selectors import model_secrets
-    except ImportError:  # the catalog's secret environment arrives with its own migration
-        return secrets
-    secrets.update({name: value for name, value in model_secrets(entry=entry).items() if value})
+    secrets.update({name: value for name, value in model_secrets(entry).items() if value})
     return secrets

@@ -306,3 +306,12 @@ def test_allowed_launcher_flags(flags):
 def test_refused_launcher_flags_say_what_to_use(flags, why):
     with pytest.raises(ValidationError, match=re.escape(why)):
         validate_launcher_flags(flags)
+
+
+@pytest.mark.parametrize("value", ["$(id)", "`id`", "a;b", "x'y", 'x"y', "a|b", "a&b", "a>b", "*"])
+def test_plain_container_env_values_refuse_what_a_workers_shell_would_interpret(value):
+    from catalog.validators import validate_container_env
+
+    with pytest.raises(ValidationError, match=r"worker.{1,3}s shell unquoted"):
+        validate_container_env({"SOME_VAR": value})
+    validate_container_env({"SOME_VAR": "safe-1.0,a=b:c/d@e+f%g"})
