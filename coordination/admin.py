@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from coordination.models import ScheduledJob, SwapLock, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from coordination.services import (
@@ -17,6 +23,7 @@ from coordination.services import (
     webhook_endpoint_create,
     webhook_endpoint_rotate_secret,
 )
+from coordination.webhooks import webhook_url_check, webhook_url_redacted
 from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 
@@ -30,15 +37,56 @@ class WebhookEndpointForm(forms.ModelForm):
         model = WebhookEndpoint
         fields = ["url", "events", "enabled"]
 
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("url"):
+            try:
+                webhook_url_check(cleaned["url"])
+            except ValidationError as exc:
+                self.add_error("url", exc)
+        return cleaned
+
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(AuditDeletesMixin, admin.ModelAdmin):
     audit_prefix = "webhook"
     form = WebhookEndpointForm
-    list_display = ["url", "events_list", "enabled", "created_at"]
+    list_display = ["url_shown", "events_list", "enabled", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["url"]
     actions = ["rotate_secret"]
+
+    @admin.display(description="URL", ordering="url")
+    def url_shown(self, obj: WebhookEndpoint) -> str:
+        return webhook_url_redacted(obj.url)
+
+    # The admin names an object by str(obj), the whole URL: in the checkbox label and in its history (LogEntry).
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: WebhookEndpoint) -> str:
+        label = format_html("Select this object for an action - {}", self.url_shown(obj))
+        checkbox = forms.CheckboxInput({"class": "action-select", "aria-label": label}, lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, str(obj.pk))
+
+    def log_addition(self, request: HttpRequest, obj: WebhookEndpoint, message: Any) -> Any:
+        return _log_redacted(super().log_addition(request, obj, message), [obj])
+
+    def log_change(self, request: HttpRequest, obj: WebhookEndpoint, message: Any) -> Any:
+        return _log_redacted(super().log_change(request, obj, message), [obj])
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        endpoints = list(queryset)
+        return _log_redacted(super().log_deletions(request, queryset), endpoints)
+
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        audit_record(actor=request.user.get_username(), action="webhook.delete", target=webhook_url_redacted(obj.url))
+        admin.ModelAdmin.delete_model(self, request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
+        for obj in queryset:
+            audit_record(
+                actor=request.user.get_username(), action="webhook.delete", target=webhook_url_redacted(obj.url)
+            )
+        admin.ModelAdmin.delete_queryset(self, request, queryset)
 
     @admin.display(description="events")
     def events_list(self, obj: WebhookEndpoint) -> str:
@@ -48,17 +96,35 @@ class WebhookEndpointAdmin(AuditDeletesMixin, admin.ModelAdmin):
         actor = request.user.get_username()
         if change:
             super().save_model(request, obj, form, change)
-            audit_record(actor=actor, action="webhook.change", target=obj.url, detail={"events": obj.events})
+            audit_record(
+                actor=actor,
+                action="webhook.change",
+                target=webhook_url_redacted(obj.url),
+                detail={"events": obj.events},
+            )
             return
         endpoint, secret = webhook_endpoint_create(url=obj.url, events=obj.events, enabled=obj.enabled, actor=actor)
         obj.pk, obj.secret, obj._state.adding = endpoint.pk, endpoint.secret, False
-        messages.warning(request, f"Signing secret for {endpoint.url} (copy it now, it is not shown again): {secret}")
+        shown = webhook_url_redacted(endpoint.url)
+        messages.warning(request, f"Signing secret for {shown} (copy it now, it is not shown again): {secret}")
 
     @admin.action(description="Rotate the signing secret (shows the new one once)")
     def rotate_secret(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
         for endpoint in queryset:
             secret = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=request.user.get_username())
-            messages.warning(request, f"New signing secret for {endpoint.url} (copy it now): {secret}")
+            messages.warning(
+                request, f"New signing secret for {webhook_url_redacted(endpoint.url)} (copy it now): {secret}"
+            )
+
+
+def _log_redacted(entries: Any, endpoints: list[WebhookEndpoint]) -> Any:
+    """Rename the admin history entries of `endpoints` to their redacted URLs."""
+    kind = ContentType.objects.get_for_model(WebhookEndpoint)
+    for endpoint in endpoints:
+        LogEntry.objects.filter(content_type=kind, object_id=str(endpoint.pk)).update(
+            object_repr=webhook_url_redacted(endpoint.url)[:200]
+        )
+    return entries
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -74,12 +140,17 @@ class WebhookAttemptInline(admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "event", "endpoint", "status", "attempts", "max_attempts", "next_attempt_at"]
-    list_filter = ["status", "event", "endpoint"]
+    list_display = ["created_at", "event", "endpoint_url", "status", "attempts", "max_attempts", "next_attempt_at"]
+    list_filter = ["status", "event"]
     search_fields = ["event_id", "endpoint__url"]
     list_select_related = ["endpoint"]
-    fields = ["endpoint", "event", "event_id", "status", "attempts", "max_attempts", "next_attempt_at", "body"]
+    fields = ["endpoint_url", "event", "event_id", "status", "attempts", "max_attempts", "next_attempt_at", "body"]
     readonly_fields = fields
+
+    @admin.display(description="endpoint", ordering="endpoint__url")
+    def endpoint_url(self, obj: WebhookDelivery) -> str:
+        return webhook_url_redacted(obj.endpoint.url)
+
     inlines = [WebhookAttemptInline]
     actions = ["send_again"]
 

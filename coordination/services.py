@@ -42,6 +42,7 @@ from coordination.models import (
 )
 from coordination.selectors import lock_view, schedule_view
 from coordination.tasks import webhook_deliver
+from coordination.webhooks import TargetRefused, webhook_target_resolve, webhook_url_check, webhook_url_redacted
 from sparkcontrol.audit import audit_record
 from sparkcontrol.realtime import broadcast_on_commit
 
@@ -52,6 +53,8 @@ LOCK_TARGET = "swap-lock"
 LOCK_TOKEN_PREFIX = "sclk_"
 TTL_MAX_SECONDS = 86400
 WEBHOOK_TIMEOUT_S = 5.0
+# Attempts refused for their target are not retried: only an operator's change makes them pass.
+TARGET_REFUSED = "webhook target refused"
 DEFAULT_WEBHOOK_BACKOFF_S = (0, 30, 120, 480, 1200, 1800)  # six attempts over about an hour
 SWAP_FIELDS = ("id", "model", "state", "started_at", "finished_at", "duration_s", "error", "requested_by", "lock_epoch")
 
@@ -290,9 +293,17 @@ def webhooks_enqueue(*, event: str, swap: dict[str, Any]) -> list[int]:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    # The host's addresses are judged now, and the connection goes to the judged one: a name cannot pass the check
+    # with one answer and be connected to with another. Host header and TLS name stay the URL's.
+    target = httpx.URL(url)
+    address = webhook_target_resolve(url)
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    pinned = target.copy_with(host=address)
     with httpx.Client(timeout=WEBHOOK_TIMEOUT_S) as client:
-        # Only the status matters; the body is never read.
-        with client.stream("POST", url, content=body, headers=headers) as response:
+        # Only the status matters; the body is never read. Redirects are not followed (httpx's default).
+        with client.stream(
+            "POST", pinned, content=body, headers={**headers, "Host": target.netloc.decode()}, extensions=extensions
+        ) as response:
             return response.status_code
 
 
@@ -308,8 +319,10 @@ def _post_within_deadline(url: str, body: bytes, headers: dict[str, str]) -> tup
         return pool.submit(_post, url, body, headers).result(timeout=WEBHOOK_TIMEOUT_S), ""
     except (FutureTimeout, httpx.TimeoutException):
         return None, f"timed out after {WEBHOOK_TIMEOUT_S:g} s"
+    except TargetRefused as exc:
+        return None, str(exc)[:500]
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:500]
+        return None, f"{type(exc).__name__}: {exc}".replace(url, webhook_url_redacted(url))[:500]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -352,7 +365,7 @@ def webhook_attempt(*, delivery_id: int, attempt: int) -> str:
         status_code, error = _post_within_deadline(endpoint.url, body, headers)
         if status_code is not None and not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
-        retryable = True
+        retryable = not error.startswith(TARGET_REFUSED)
     else:
         status_code, error = None, "not sent: the endpoint is disabled or no longer subscribed to this event"
         retryable = False
@@ -417,8 +430,11 @@ def webhook_endpoint_create(
     )
     endpoint.secret = webhook_secret_generate()
     endpoint.full_clean()
+    webhook_endpoint_check(endpoint=endpoint)
     endpoint.save()
-    audit_record(actor=actor, action="webhook.add", target=url, detail={"events": endpoint.events})
+    audit_record(
+        actor=actor, action="webhook.add", target=webhook_url_redacted(url), detail={"events": endpoint.events}
+    )
     return endpoint, endpoint.secret
 
 
@@ -426,7 +442,7 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: str) -> 
     """Give an endpoint a new secret and return it (shown this once); deliveries sign with it from now on."""
     endpoint.secret = webhook_secret_generate()
     endpoint.save(update_fields=["secret", "updated_at"])
-    audit_record(actor=actor, action="webhook.rotate_secret", target=endpoint.url)
+    audit_record(actor=actor, action="webhook.rotate_secret", target=webhook_url_redacted(endpoint.url))
     return endpoint.secret
 
 
@@ -434,7 +450,15 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: str) -> None:
     """Remove an endpoint and its delivery log."""
     url = endpoint.url
     endpoint.delete()
-    audit_record(actor=actor, action="webhook.remove", target=url)
+    audit_record(actor=actor, action="webhook.remove", target=webhook_url_redacted(url))
+
+
+def webhook_endpoint_check(*, endpoint: WebhookEndpoint) -> None:
+    """Refuse (ValidationError on `url`) an endpoint whose URL names an address webhooks may not go to."""
+    try:
+        webhook_url_check(endpoint.url)
+    except ValidationError as exc:
+        raise ValidationError({"url": exc.messages}) from None
 
 
 # --- schedule registry ------------------------------------------------------------------------------------------------

@@ -205,6 +205,8 @@ SPARKCONTROL = {
     "HF_TOKEN": env_str("HF_TOKEN"),
     # Delays before each webhook delivery attempt (its length is the number of attempts); None: the default.
     "WEBHOOK_BACKOFF_SECONDS": env_seconds_list("SPARKCONTROL_WEBHOOK_BACKOFF"),
+    # Webhooks to loopback and private (LAN) addresses; link-local (cloud metadata) ones are refused regardless.
+    "WEBHOOK_ALLOW_PRIVATE": env_bool("SPARKCONTROL_WEBHOOK_ALLOW_PRIVATE", False),
     # A running swap whose worker has not beaten for this long is marked interrupted.
     "HEARTBEAT_STALE_SECONDS": env_int("SPARKCONTROL_HEARTBEAT_STALE_SECONDS", 30, minimum=2),
     # A queued swap no worker picked up within this long is marked interrupted.

@@ -36,6 +36,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
+@pytest.fixture(autouse=True)
+def webhooks_to_loopback(settings) -> None:  # type: ignore[no-untyped-def]
+    """The test receiver listens on 127.0.0.1, which webhooks may reach only when private targets are allowed."""
+    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "WEBHOOK_ALLOW_PRIVATE": True}
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with serve_receiver() as state:

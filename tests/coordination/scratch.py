@@ -36,6 +36,7 @@ def base_env(data_dir: Path) -> dict[str, str]:
     """This environment, pointed at an empty data directory and the SQLite database in it."""
     env = dict(os.environ)
     env.update(SPARKCONTROL_DATA_DIR=str(data_dir), DATABASE_URL="", DJANGO_SETTINGS_MODULE="sparkcontrol.settings")
+    env["SPARKCONTROL_WEBHOOK_ALLOW_PRIVATE"] = "true"  # the test receiver listens on 127.0.0.1
     return env
 
 

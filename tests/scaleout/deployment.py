@@ -91,6 +91,7 @@ class Deployment:
                 "SPARKCONTROL_METRICS_TOKEN": METRICS_TOKEN,
                 "HF_TOKEN": HF_TOKEN,
                 "LOCAL_MODEL_ROOTS": f"{self.sim.root}/models",
+                "SPARKCONTROL_WEBHOOK_ALLOW_PRIVATE": "true",  # the test receivers listen on 127.0.0.1
             }
         )
         self.manage("migrate", "-v", "0")
