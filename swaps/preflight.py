@@ -164,10 +164,10 @@ def preflight_run(
             _check_local_path(report, entry)
         else:
             _check_hf_cache(report, entry, cluster)
-        if not report.container_running:
-            memory_check(report, entry=entry, force=force)
-        else:
+        if report.container_running:
             report.add("memory", True, "checked after the running container is stopped")
+        else:
+            memory_check(report, entry=entry, force=force, final=not keep_connections)
         _check_port(report, nodes[0], cluster)
     except SshError as exc:
         report.add("ssh", False, str(exc))
@@ -262,13 +262,13 @@ def _check_container(report: PreflightReport) -> None:
     report.add("container", True, detail)
 
 
-def memory_check(report: PreflightReport, *, entry: ModelEntry, force: bool) -> bool:
+def memory_check(report: PreflightReport, *, entry: ModelEntry, force: bool, final: bool = True) -> bool:
     """Each node of the swap has the memory vLLM's start-up check will ask for: gpu_memory_utilization x total.
 
-    On the Spark's unified memory vLLM may count the page cache as used, so a short MemFree is reported too (a
-    warning: dropping caches on the node frees it). Refused with the numbers unless the swap is forced."""
+    vLLM compares that with the free memory the GPU reports, which on the Spark's unified memory is MemFree: the page
+    cache counts as used. A shortfall is refused with the numbers unless the swap is forced. Not `final` (a swap's
+    pre-flight, before its stop): a shortfall is only noted, and the check runs again once memory has settled."""
     fraction = entry.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
-    report.memory_checked = True
     all_ok = True
     for node in report.nodes:
         info = MemInfo.parse(report.connections[node.name].run(MEMINFO_COMMAND, timeout=10).stdout)
@@ -278,28 +278,30 @@ def memory_check(report: PreflightReport, *, entry: ModelEntry, force: bool) -> 
         needed = fraction * info.total_kb
         numbers = (
             f"vLLM will ask for {fraction:g} x {gib(info.total_kb)} = {gib(needed)}; "
-            f"{gib(info.available_kb)} available, {gib(info.free_kb)} free"
+            f"{gib(info.free_kb)} free, {gib(info.available_kb)} available"
         )
-        if info.available_kb < needed:
-            all_ok = False
-            if force:
-                report.add(f"memory on {node.name}", True, f"short: {numbers} (forced: launching anyway)", warning=True)
-            else:
-                report.add(
-                    f"memory on {node.name}",
-                    False,
-                    f"not enough memory: {numbers}; stop what uses it, lower gpu_memory_utilization, or force",
-                )
-        elif info.free_kb < needed:
+        if info.free_kb >= needed:
+            report.add(f"memory on {node.name}", True, numbers)
+            continue
+        all_ok = False
+        hint = "stop what uses it, or lower gpu_memory_utilization"
+        if info.available_kb >= needed:
+            hint = (
+                f"the page cache ({gib(info.cached_kb)}) counts as used on the Spark's unified memory: drop caches "
+                "on the node (sync; echo 3 | sudo tee /proc/sys/vm/drop_caches)"
+            )
+        if not final:
             report.add(
                 f"memory on {node.name}",
                 True,
-                f"{numbers}: page cache ({gib(info.cached_kb)}) may count as used on unified memory; "
-                "drop caches on the node if vLLM refuses to start",
+                f"short now: {numbers}; checked again after the stop, once memory has settled",
                 warning=True,
             )
+        elif force:
+            report.add(f"memory on {node.name}", True, f"short: {numbers} (forced: launching anyway)", warning=True)
         else:
-            report.add(f"memory on {node.name}", True, numbers)
+            report.add(f"memory on {node.name}", False, f"not enough memory: {numbers}; {hint}; or force the swap")
+    report.memory_checked = final or all_ok
     return all_ok
 
 

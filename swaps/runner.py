@@ -251,7 +251,9 @@ class SwapRunner:
                 + ("; ".join(launcher_errors(result.output)) or result.output[-300:])
             )
         self._wait_container_gone()
-        if self.report.container_running:
+        if self.report.container_running or not self.report.memory_checked:
+            # After any stop that stopped something, and whenever memory looked short: a stopped model's memory
+            # comes back over seconds, and a launch before then fails vLLM's start-up check.
             self._wait_memory_settled()
         if not self.report.memory_checked:
             checks_before = len(self.report.checks)

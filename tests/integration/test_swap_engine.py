@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -164,24 +162,11 @@ def test_dry_run_changes_nothing_on_the_nodes(topology, model_factory):
 
 def test_hostile_catalog_values_arrive_intact(topology, model_factory):
     hostile = ["--chat-template", "a b 'c' \"d\" $(touch /tmp/pwned) `id`; x\ny ü", "--trust-remote-code"]
-    entry = model_factory("hostile", repo="sim/tiny-model", vllm_args=hostile, served_model_name="we ird$(x)")
+    entry = model_factory("hostile", repo="sim/tiny-model", vllm_args=hostile, served_model_name="we'ird$(x)`id`")
     swap = _run("hostile")
     assert swap.state == SwapState.READY, swap.error
     record = [r for r in topology.records(prog="vllm") if r.get("event") == "start"][-1]
     assert ["vllm", *record["argv"]] == vllm_argv(entry=entry, cluster=cluster_settings_get())
-
-
-def test_secret_reaches_the_container_but_no_argv_or_event(topology, model_factory, settings):
-    secret = "hf_TopSecretValue123"
-    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "HF_TOKEN": secret}
-    model_factory("gated", repo="sim/tiny-model")
-    swap = _run("gated")
-    assert swap.state == SwapState.READY, swap.error
-    assert secret not in json.dumps(topology.records())
-    assert secret not in " ".join(_messages(swap)) + json.dumps(swap.commands) + swap.error
-    container = cluster_settings_get().effective_container
-    state = json.loads((Path(topology.head.dir) / "containers" / container / "state.json").read_text())
-    assert state["env"].get("HF_TOKEN") == secret
 
 
 def test_unknown_or_changed_host_key_sends_no_command(topology, model_factory):
