@@ -24,6 +24,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections
+from django.utils import timezone as django_timezone
 
 from gateway.conf import gateway_settings
 from gateway.metrics import HELD, IN_FLIGHT, QUEUED
@@ -127,7 +128,7 @@ class Gateway:
         self.wake = threading.Event()
         self.published: tuple[dict[str, int], str | None] | None = None
         self.published_at = 0.0
-        self.auth_cache: dict[str, tuple[Principal, float]] = {}
+        self.auth_cache: dict[str, tuple[Principal, float, str]] = {}
 
     # --- snapshots -----------------------------------------------------------------------------------------------
     def refresh(self, *, full: bool = False) -> None:
@@ -434,21 +435,31 @@ class Gateway:
         return client
 
     # --- credentials ---------------------------------------------------------------------------------------------
-    def auth_cached(self, header: str) -> Principal | None:
-        """A bearer token verified less than AUTH_CACHE_SECONDS ago (keyed by its hash, never the token)."""
+    def auth_cached(self, header: str, epoch: str) -> Principal | None:
+        """A bearer token verified less than AUTH_CACHE_SECONDS ago (keyed by its hash, never the token), while no
+        token has been revoked anywhere since (the revocation epoch read before verifying is unchanged) and it has
+        not expired."""
         key = hashlib.sha256(header.encode()).hexdigest()
         with self.lock:
             hit = self.auth_cache.get(key)
-        if hit is None or hit[1] < time.monotonic():
+        if hit is None or not epoch:
             return None
-        return hit[0]
+        principal, deadline, cached_epoch = hit
+        if deadline < time.monotonic() or cached_epoch != epoch:
+            return None
+        if principal.expires_at is not None and principal.expires_at <= django_timezone.now():
+            return None
+        return principal
 
-    def auth_remember(self, header: str, principal: Principal) -> None:
+    def auth_remember(self, header: str, principal: Principal, epoch: str) -> None:
+        """Cache a verified token under the epoch read *before* it was verified (a revocation in between shows)."""
+        if not epoch:
+            return
         key = hashlib.sha256(header.encode()).hexdigest()
         with self.lock:
             if len(self.auth_cache) >= AUTH_CACHE_MAX:
                 self.auth_cache.clear()
-            self.auth_cache[key] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
+            self.auth_cache[key] = (principal, time.monotonic() + AUTH_CACHE_SECONDS, epoch)
 
     # --- reading -------------------------------------------------------------------------------------------------
     def in_flight(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from gateway.runtime import Lease, gateway_runtime
 from gateway.upstream import CHUNK_BYTES, UpstreamError, UpstreamResponse
 from sparkcontrol.auth import Principal, inference_auth
 from sparkcontrol.models import TokenScope
+from sparkcontrol.tokens import token_epoch
 from swaps.services import SwapRefused, swap_request
 
 logger = logging.getLogger(__name__)
@@ -127,19 +128,22 @@ async def _authenticate(request: HttpRequest) -> Principal:
         return Principal(name="open-gateway", scope=TokenScope.INFERENCE, via="open")
     header = request.headers.get("Authorization", "")
     runtime = gateway_runtime()
-    principal = runtime.auth_cached(header) if header else None
+    # Read before verifying: a revocation committed after this read changes the epoch the cache entry is kept under.
+    epoch = token_epoch() if header else ""
+    principal = runtime.auth_cached(header, epoch) if header else None
     if principal is not None:
         return principal
     try:
         principal = await sync_to_async(inference_auth)(request)
     except HttpError as exc:
-        raise Refused(error_response(exc.status_code, "forbidden", str(exc.message))) from None
+        code = "invalid_api_key" if exc.status_code == 401 else "forbidden"
+        raise Refused(error_response(exc.status_code, code, str(exc.message))) from None
     if principal is None:
         raise Refused(
             error_response(401, "unauthenticated", "authentication required: 'Authorization: Bearer <token>'")
         )
     if header and principal.via == "token":
-        runtime.auth_remember(header, principal)
+        runtime.auth_remember(header, principal, epoch)
     return principal
 
 

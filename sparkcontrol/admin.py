@@ -13,19 +13,19 @@ from django.utils.html import format_html
 from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
 from sparkcontrol.models import APIToken, AuditEntry
-from sparkcontrol.tokens import apitoken_create
+from sparkcontrol.tokens import apitoken_create, token_epoch_bump
 
 
 class APITokenForm(forms.ModelForm):
     class Meta:
         model = APIToken
-        fields = ["name", "scope"]
+        fields = ["name", "scope", "expires_at"]
 
 
 @admin.register(APIToken)
 class APITokenAdmin(AuditDeletesMixin, admin.ModelAdmin):
     audit_prefix = "token"
-    list_display = ["name", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked"]
+    list_display = ["name", "scope", "prefix", "created_by", "created_at", "last_used_at", "expires_at", "revoked"]
     list_filter = ["scope", "revoked"]
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
@@ -42,24 +42,36 @@ class APITokenAdmin(AuditDeletesMixin, admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: APIToken | None = None) -> list[str]:
         if obj is None:
-            return ["name", "scope"]
-        return ["name", "prefix", "scope", "revoked", "created_by", "created_at", "last_used_at"]
+            return ["name", "scope", "expires_at"]
+        return ["name", "prefix", "scope", "revoked", "expires_at", "created_by", "created_at", "last_used_at"]
 
     def save_model(self, request: HttpRequest, obj: APIToken, form: forms.ModelForm, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            token_epoch_bump()  # revoked, rescoped or its expiry moved: caches in every process re-verify it
             audit_record(actor=request.user.get_username(), action="token.change", target=obj.name)
             return
-        token, plain = apitoken_create(name=obj.name, scope=obj.scope, created_by=request.user.get_username())
+        token, plain = apitoken_create(
+            name=obj.name, scope=obj.scope, created_by=request.user.get_username(), expires_at=obj.expires_at
+        )
         obj.pk = token.pk
         obj.prefix, obj.token_hash = token.prefix, token.token_hash
         audit_record(actor=request.user.get_username(), action="token.create", target=token.name)
         messages.warning(request, f"Token for {token.name} (copy it now, it is not shown again): {plain}")
 
+    def delete_model(self, request: HttpRequest, obj: APIToken) -> None:
+        super().delete_model(request, obj)
+        token_epoch_bump()
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
+        super().delete_queryset(request, queryset)
+        token_epoch_bump()
+
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
         names = list(queryset.values_list("name", flat=True))
         queryset.update(revoked=True)
+        token_epoch_bump()
         for name in names:
             audit_record(actor=request.user.get_username(), action="token.revoke", target=name)
         self.message_user(request, f"Revoked {len(names)} token(s).")

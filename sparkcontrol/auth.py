@@ -1,7 +1,8 @@
 """Who is calling the API and what they may do.
 
 Automation sends `Authorization: Bearer <token>`; people use their Django session (with CSRF on unsafe
-methods). No credentials gives 401; credentials without the needed scope give 403.
+methods). No credentials gives 401 "authentication required"; a token that is not valid gives 401 saying why
+(not recognised, revoked, expired); credentials without the needed scope give 403.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ninja.errors import HttpError
 from ninja.utils import check_csrf
 
 from sparkcontrol.models import SCOPE_RANK, TokenScope
-from sparkcontrol.tokens import apitoken_verify
+from sparkcontrol.tokens import UNKNOWN, apitoken_check
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -27,6 +28,7 @@ class Principal:
     scope: str
     via: str  # "token" or "session"
     user: Any = None
+    expires_at: Any = None  # a token's expiry (a datetime), for caches of verified tokens
 
     @property
     def can_force(self) -> bool:
@@ -38,17 +40,29 @@ class Principal:
         return SCOPE_RANK.get(self.scope, 0) >= SCOPE_RANK[scope]
 
 
+class CredentialsRefused(Exception):
+    """A bearer token was sent but is not valid; the message says why, for the 401."""
+
+
 def principal_from_request(request: HttpRequest) -> Principal | None:
     """Identify the caller by bearer token or session; None when there are no valid credentials."""
+    try:
+        return _principal(request)
+    except CredentialsRefused:
+        return None
+
+
+def _principal(request: HttpRequest) -> Principal | None:
+    """The caller; None without credentials; CredentialsRefused when a bearer token is sent but not valid."""
     header = request.headers.get("Authorization", "")
     if header:
         kind, _, value = header.partition(" ")
         if kind.lower() != "bearer" or not value.strip():
-            return None
-        token = apitoken_verify(plain=value.strip())
+            raise CredentialsRefused(f"{UNKNOWN}: send 'Authorization: Bearer <token>'")
+        token, problem = apitoken_check(plain=value.strip())
         if token is None:
-            return None
-        return Principal(name=f"token:{token.name}", scope=token.scope, via="token")
+            raise CredentialsRefused(problem)
+        return Principal(name=f"token:{token.name}", scope=token.scope, via="token", expires_at=token.expires_at)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not user.is_active:
         return None
@@ -65,7 +79,10 @@ class ApiAuth:
         self.scope = scope
 
     def __call__(self, request: HttpRequest) -> Principal | None:
-        principal = principal_from_request(request)
+        try:
+            principal = _principal(request)
+        except CredentialsRefused as exc:
+            raise HttpError(401, str(exc)) from None
         if principal is None:
             return None
         if not principal.allows(self.scope):

@@ -28,6 +28,9 @@ class APIToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="After this moment the token answers 401 (token expired). Blank: never."
+    )
 
     class Meta:
         verbose_name = "API token"
