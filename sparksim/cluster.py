@@ -65,6 +65,13 @@ from sparksim._entry import run
 sys.exit(run({prog!r}, {node_dir!r}, _t0))
 """
 
+# What the fake launcher's own text says of the generation it imitates: a control plane reads
+# capabilities from the script's text (these are the phrases the real script has from that generation).
+LAUNCHER_TEXT = {
+    "2026-02-26": '# exec -d: echo "Command dispatched in background (Daemon mode). Container: $CONTAINER_NAME"\n',
+    "2026-03-04": '# exec: COMMAND_TO_RUN=$(printf "%q " "$@")\n',
+}
+
 RAY_SCRIPT = """#!/bin/bash
 # Fake ray CLI: enough for launch-cluster.sh in Ray mode.
 marker="$SPARKSIM_NODE_DIR/containers/$SPARKSIM_CONTAINER/ray-started"
@@ -355,6 +362,27 @@ class SimCluster:
         os.makedirs(os.path.join(dest, "examples"), exist_ok=True)
         return [("launch-cluster.sh", "spark-vllm-docker/launch-cluster.sh")]
 
+    def _fake_launcher_text(self, node: SimNode) -> str:
+        from sparksim.fake_launcher import ALIASES, GENERATIONS, NEWEST
+
+        value = parse_env_file(os.path.join(node.dir, "sim.env")).get("SPARKSIM_LAUNCHER_VERSION", "").strip().lower()
+        generation = ALIASES.get(value, value)
+        if generation not in GENERATIONS:
+            generation = NEWEST
+        lines = f"# sparksim stand-in for launch-cluster.sh, generation {generation}\n"
+        return lines + "".join(text for since, text in LAUNCHER_TEXT.items() if generation >= since)
+
+    def _rewrite_fake_launcher(self, node: SimNode) -> None:
+        path = node.launcher_path
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return
+        if self.launcher_dir or "sparksim._entry" not in text:
+            return
+        head = text.split("# sparksim stand-in", 1)[0]
+        _write_exec(path, head + self._fake_launcher_text(node))
+
     def _layout(self, node: SimNode, client_pub: str) -> None:
         for sub in ("bin", "containers", ".cache/huggingface/hub", "sshd", *LAUNCHER_CACHE_DIRS):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
@@ -362,16 +390,16 @@ class SimCluster:
         programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), *self._install_launcher(node)]
         programs += [(tool, f"bin/{tool}") for tool in NODE_TOOLS]
         for prog, path in programs:
-            _write_exec(
-                os.path.join(node.dir, path),
-                WRAPPER.format(
-                    python=sys.executable,
-                    python_sh=shlex.quote(sys.executable),
-                    parent=parent,
-                    prog=prog,
-                    node_dir=node.dir,
-                ),
+            text = WRAPPER.format(
+                python=sys.executable,
+                python_sh=shlex.quote(sys.executable),
+                parent=parent,
+                prog=prog,
+                node_dir=node.dir,
             )
+            if prog == "launch-cluster.sh":
+                text += self._fake_launcher_text(node)
+            _write_exec(os.path.join(node.dir, path), text)
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "earlyoom"), EARLYOOM_SCRIPT)
@@ -542,6 +570,8 @@ class SimCluster:
         else:
             values[key] = str(value)
         write_env_file(path, values)
+        if key == "SPARKSIM_LAUNCHER_VERSION":
+            self._rewrite_fake_launcher(self.node(node_name))
 
     def set_launcher_version(self, version: str | None, node_name: str | None = None) -> None:
         """``"old"`` makes the launcher a pre-2026 one (no --launch-script, no --ray, no daemon exec)."""

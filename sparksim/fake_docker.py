@@ -464,6 +464,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
     )
     now = time.time()
     command = [rewrite_private_paths(node, {"name": name, "mounts": mounts}, a) for a in command]
+    mounts = _with_identity_mounts(mounts)
     state = {
         "id": cid,
         "name": name,
@@ -541,7 +542,7 @@ def _same_home(node: Node, mount: dict) -> dict:
 
 
 PRIVATE_DIRS = ("/workspace", "/root", "/tmp")
-_PRIVATE_RE = re.compile(r"(?<![\w.~/-])(/(?:workspace|root|tmp)(?:/[^\s\"';|&<>()`$]*)?)")
+_PATH_RE = re.compile(r"(?<![\w.~/:-])(/[^\s\"';|&<>()`$=]*)")
 
 
 def _rootfs(node: Node, state: dict) -> str:
@@ -551,7 +552,7 @@ def _rootfs(node: Node, state: dict) -> str:
 def _bind_for(state: dict, path: str) -> tuple[str, str] | None:
     best = None
     for mount in state.get("mounts", []):
-        if mount.get("Type") != "bind":
+        if mount.get("Type") != "bind" or mount.get("SimIdentity"):
             continue
         dest = os.path.normpath(mount["Destination"])
         if (path == dest or path.startswith(dest.rstrip("/") + "/")) and (best is None or len(dest) > len(best[0])):
@@ -585,15 +586,43 @@ def host_path(node: Node, state: dict, path: str, write: bool = False) -> str:
 
 
 def rewrite_private_paths(node: Node, state: dict, text: str) -> str:
-    """Rewrite ``/workspace``, ``/root`` and ``/tmp`` paths (outside bind mounts) to the container's rootfs."""
+    """Rewrite container paths in a command's text to where they are on this machine.
+
+    Under a bind mount: the mount's source; ``/workspace``, ``/root``, ``/tmp``: the container's rootfs;
+    anything else (the image's files) is left as it is.
+    """
 
     def sub(match: re.Match) -> str:
         path = match.group(1)
-        if _bind_for(state, os.path.normpath(path)) is not None:
+        norm = os.path.normpath(path)
+        if norm.startswith("//"):
             return path
-        return os.path.join(_rootfs(node, state), path.lstrip("/"))
+        slash = "/" if path.endswith("/") and norm != "/" else ""
+        bind = _bind_for(state, norm)
+        if bind is not None:
+            return os.path.normpath(bind[1] + norm[len(bind[0]) :]) + slash
+        if _is_private(norm):
+            return os.path.join(_rootfs(node, state), path.lstrip("/"))
+        return path
 
-    return _PRIVATE_RE.sub(sub, text)
+    return _PATH_RE.sub(sub, text)
+
+
+def _visible_mounts(state: dict) -> list[dict]:
+    return [m for m in state.get("mounts", []) if not m.get("SimIdentity")]
+
+
+def _with_identity_mounts(mounts: list[dict]) -> list[dict]:
+    """Bind mounts plus, hidden from inspect, each source mounted at its own path.
+
+    Command paths under a bind mount are rewritten to the source on this machine; a program that maps
+    container paths through the mounts itself (the fake vLLM) then still finds them.
+    """
+    extra = []
+    for mount in mounts:
+        if mount.get("Type") == "bind" and mount["Source"] != os.path.normpath(mount["Destination"]):
+            extra.append(dict(mount, Destination=mount["Source"], SimIdentity=True))
+    return mounts + extra
 
 
 def _parse_volume(spec: str) -> dict:
@@ -847,7 +876,7 @@ def _ps_row(state: dict) -> dict:
         "Status": status,
         "Names": state["name"],
         "Labels": "",
-        "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in state.get("mounts", [])),
+        "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in _visible_mounts(state)),
         "Networks": state.get("network", "default"),
         "Size": "0B",
     }
@@ -957,7 +986,7 @@ def inspect_data(node: Node, state: dict) -> dict:
         "HostConfig": {"NetworkMode": state.get("network", "default"), "AutoRemove": bool(state.get("rm"))},
         "Mounts": [
             {k: v for k, v in m.items()} | {"Propagation": "rprivate" if m["Type"] == "bind" else ""}
-            for m in state.get("mounts", [])
+            for m in _visible_mounts(state)
         ],
         "Config": {
             "Hostname": state["id"][:12],
@@ -1329,11 +1358,12 @@ def cmd_top(node: Node, args: list[str]) -> int:
     # Command lines as the container sees them (the rewrites of run/exec undone).
     cdir = _cdir(node, state["name"])
     for _start, _pid, row in rows:
-        row[-1] = (
-            row[-1]
-            .replace(os.path.join(cdir, "stdout"), "/proc/1/fd/1")
-            .replace(os.path.join(cdir, "rootfs") + "/", "/")
-        )
+        cmd = row[-1].replace(os.path.join(cdir, "stdout"), "/proc/1/fd/1")
+        cmd = cmd.replace(os.path.join(cdir, "rootfs") + "/", "/")
+        for mount in sorted(_visible_mounts(state), key=lambda m: -len(m.get("Source") or "")):
+            if mount.get("Type") == "bind" and mount["Source"] not in ("/", mount["Destination"]):
+                cmd = re.sub(re.escape(mount["Source"]) + r"(?=/|\s|$)", mount["Destination"].rstrip("/"), cmd)
+        row[-1] = cmd
     print(_tabwrite([["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], *[r[2] for r in rows]]))
     return 0
 
