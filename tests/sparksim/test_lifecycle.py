@@ -125,3 +125,27 @@ def test_cli_up_record_down(tmp_path):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
     assert processes_mentioning(str(root)) == []
+
+
+def test_launcher_dir_installs_a_copy_of_the_checkout_without_git(tmp_path, monkeypatch):
+    checkout = tmp_path / "spark-vllm-docker"
+    (checkout / ".git").mkdir(parents=True)
+    (checkout / "recipes").mkdir()
+    (checkout / "launch-cluster.sh").write_text("#!/bin/bash\necho real launcher on $(hostname)\n")
+    (checkout / "recipes" / "r.yaml").write_text("x: 1\n")
+    with pytest.raises(ValueError):
+        SimCluster(root=tmp_path / "bad", nodes=1, launcher_dir=tmp_path / "nowhere")
+    monkeypatch.setenv("SPARKSIM_LAUNCHER_DIR", str(checkout))
+    with SimCluster(root=tmp_path / "sim", nodes=2, load_seconds=0.2, sshd_wait=60) as sim:
+        described = json.loads((tmp_path / "sim" / "cluster.json").read_text())
+        assert (described["launcher"], described["launcher_dir"]) == ("real", str(checkout))
+        for node in sim.nodes:
+            installed = os.path.join(node.dir, "spark-vllm-docker")
+            assert sorted(os.listdir(installed)) == ["launch-cluster.sh", "recipes"]
+            assert os.path.exists(os.path.join(installed, "recipes", "r.yaml"))
+    # An explicit "" is the fake launcher, whatever the environment says; it replaces the copy.
+    with SimCluster(root=tmp_path / "sim", nodes=2, load_seconds=0.2, sshd_wait=60, launcher_dir="") as sim:
+        assert json.loads((tmp_path / "sim" / "cluster.json").read_text())["launcher"] == "fake"
+        with open(sim.launcher_path, encoding="utf-8") as fh:
+            assert "sparksim._entry" in fh.read()
+        assert not os.path.exists(os.path.join(sim.head.dir, "spark-vllm-docker", "recipes"))

@@ -5,6 +5,7 @@ ssh/scp by cluster IP, ip, ibdev2netdev (with the CX7 link setting), nc, docker 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -197,3 +198,32 @@ def test_docker_cp_and_exec_workdir_use_the_container_s_own_files(sim, shell):
     assert rc == 1 and "no such file or directory" in err
     rc, _, err = shell.run("docker cp ~/s.sh nosuch:/workspace/")
     assert (rc, err.strip()) == (1, "Error response from daemon: No such container: nosuch")
+
+
+def test_exec_paths_under_a_bind_mount_reach_its_source(sim, shell):
+    rc, _, err = shell.run(
+        "mkdir -p ~/.cache/huggingface/spark-control && echo 'export TOKEN=s3' > ~/.cache/huggingface/spark-control/f "
+        "&& docker run -d --rm --network host --name bindc -v $HOME/.cache/huggingface:/root/.cache/huggingface "
+        "--entrypoint= vllm-node sleep infinity"
+    )
+    assert rc == 0, err
+    rc, out, err = shell.run("docker exec bindc sh -c '. /root/.cache/huggingface/spark-control/f && echo $TOKEN'")
+    assert (rc, out.strip()) == (0, "s3"), err
+    rc, out, _ = shell.run("docker inspect -f '{{json .Mounts}}' bindc")
+    assert [m["Destination"] for m in json.loads(out)] == ["/root/.cache/huggingface"]
+
+
+def test_the_fake_launcher_text_follows_its_generation(sim):
+    def text() -> str:
+        with open(sim.launcher_path, encoding="utf-8") as fh:
+            return fh.read()
+
+    assert "Command dispatched in background" in text() and "%q" in text()
+    try:
+        sim.set_launcher_version("2026-02-26")
+        assert "Command dispatched in background" in text() and "%q" not in text()
+        sim.set_launcher_version("old")
+        assert "Command dispatched in background" not in text()
+    finally:
+        sim.set_launcher_version(None)
+    assert "%q" in text()
