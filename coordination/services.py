@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.transaction import TransactionManagementError
 
@@ -44,6 +43,7 @@ from coordination.selectors import lock_view, schedule_view
 from coordination.tasks import webhook_deliver
 from coordination.webhooks import TargetRefused, webhook_target_resolve, webhook_url_check, webhook_url_redacted
 from sparkcontrol.audit import audit_record
+from sparkcontrol.jsonformat import OffsetJSONEncoder
 from sparkcontrol.realtime import broadcast_on_commit
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ SWAP_FIELDS = ("id", "model", "state", "started_at", "finished_at", "duration_s"
 
 def _jsonable(value: Any) -> Any:
     """Datetimes, UUIDs and decimals as the API writes them; what goes to channel layers and JSON fields."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    return json.loads(json.dumps(value, cls=OffsetJSONEncoder))
 
 
 # --- swap lock --------------------------------------------------------------------------------------------------------

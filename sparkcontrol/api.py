@@ -1,9 +1,14 @@
 """The one NinjaAPI: every app's router, mounted under /api/, with central error handling.
 
 Every error is JSON `{"detail": "<message naming the field>"}`; bad input is never a 500.
+Timestamps are ISO 8601 with the offset (`2026-06-17T12:00:00.123456+00:00`), as the services write them; the
+schema declares how to authenticate (a Bearer token, or the session cookie with its CSRF token).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -12,17 +17,66 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.openapi.schema import OpenAPISchema
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
 
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
+from sparkcontrol.bodylimit import PUBLIC_API_PATHS
 from swaps.api import router as swaps_router
 
-api = NinjaAPI(
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token: `manage.py apitoken create NAME --scope read|operate|admin`.",
+    },
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "sessionid",
+        "description": "A signed-in session (the dashboard); unsafe methods also need X-CSRFToken.",
+    },
+}
+
+
+class ApiJSONEncoder(NinjaJSONEncoder):
+    """Datetimes as `isoformat()` (offset `+00:00`, microseconds), like the strings the services build; Django's
+    encoder would write `Z` and milliseconds, so one answer would mix two formats."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
+class ApiRenderer(JSONRenderer):
+    encoder_class = ApiJSONEncoder
+
+
+class SparkControlAPI(NinjaAPI):
+    """The NinjaAPI, with its security schemes in the schema (the auth callables are plain ones ninja cannot see)."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
+        schema = super().get_openapi_schema(**kwargs)
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in schema.get("paths", {}).items():
+            if path.rstrip("/") in PUBLIC_API_PATHS:
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}, {"session": []}]
+                operation.setdefault("responses", {}).setdefault("401", {"description": "Unauthorized"})
+        return schema
+
+
+api = SparkControlAPI(
     title="Spark Control API",
     version="1",
     description="Swap the model vLLM serves on a DGX Spark cluster, safely, from people and automation.",
     docs_url="/docs",
+    renderer=ApiRenderer(),
 )
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
-from ninja import Header, Query, Router, Status
+from ninja import Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from catalog.selectors import model_get
@@ -20,7 +20,7 @@ from cluster.services import cluster_settings_get
 from coordination.selectors import lock_status
 from sparkcontrol.auth import admin_auth, operate_auth, read_auth, require_force
 from swaps.preflight import preflight_run
-from swaps.schemas import EventOut, StatusOut, SwapIn, SwapOut, SwapRefusedOut, ValidateOut
+from swaps.schemas import EventOut, StatusOut, SwapIn, SwapOut, ValidateOut
 from swaps.secrets import swap_secrets
 from swaps.selectors import serving_get, swap_active, swap_events, swap_get, swap_history
 from swaps.services import (
@@ -33,10 +33,31 @@ from swaps.services import (
 )
 
 router = Router(tags=["swaps"])
-REFUSALS = frozenset({403, 404, 409, 422, 423})
 
 
-@router.post("/swap", response={202: SwapOut, REFUSALS: SwapRefusedOut}, auth=operate_auth)
+class RefusalOut(Schema):
+    """A refusal: what went wrong, naming the field."""
+
+    detail: str
+
+
+class SwapBusyOut(RefusalOut):
+    """409: another swap is active."""
+
+    active_swap: str | None
+
+
+class SwapLockedOut(RefusalOut):
+    """423: the swap lock is held; by whom and until when (ISO 8601)."""
+
+    holder: str
+    expires_at: str
+
+
+SWAP_REFUSALS = {frozenset({403, 404, 422}): RefusalOut, 409: SwapBusyOut, 423: SwapLockedOut}
+
+
+@router.post("/swap", response={202: SwapOut, **SWAP_REFUSALS}, auth=operate_auth)
 def post_swap(
     request: HttpRequest,
     payload: SwapIn,
@@ -119,7 +140,7 @@ async def _sse(swap_pk: uuid.UUID, after: int) -> AsyncIterator[bytes]:
 
 
 @router.post(
-    "/swap/{uuid:swap_id}/cancel", response={202: SwapOut, frozenset({404, 409}): SwapRefusedOut}, auth=operate_auth
+    "/swap/{uuid:swap_id}/cancel", response={202: SwapOut, frozenset({404, 409}): RefusalOut}, auth=operate_auth
 )
 def cancel_swap(request: HttpRequest, swap_id: uuid.UUID) -> Status:
     """Ask a swap to stop (202); 409 if it already ended."""
@@ -174,7 +195,7 @@ def get_status(request: HttpRequest) -> dict:
     }
 
 
-@router.delete("/models/{key}/disk", response={202: dict, frozenset({404, 409}): SwapRefusedOut}, auth=admin_auth)
+@router.delete("/models/{key}/disk", response={202: dict, frozenset({404, 409}): RefusalOut}, auth=admin_auth)
 def delete_model_disk(request: HttpRequest, key: str) -> Status:
     """Delete a repo model's HF cache files on the nodes; 409 for local models and the model being served."""
     entry = model_get(key=key)

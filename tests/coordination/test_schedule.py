@@ -45,7 +45,7 @@ def test_create_then_replace(operator, model_factory, clock):
     assert response.status_code == 201, response.content
     created = response.json()
     assert created["id"] == "nightly-digest" and created["model"] == "tiny" and created["stale"] is False
-    assert created["next_run"] == "2026-06-18T03:00:00Z"
+    assert created["next_run"] == "2026-06-18T03:00:00+00:00"
 
     response = operator.post(SCHEDULE, job(name="Digest", schedule="every night"))
     assert response.status_code == 200, response.content
@@ -85,7 +85,7 @@ def test_list_is_sorted_by_next_run_with_stale_marks(operator, reader, clock):
 def test_a_next_run_without_offset_is_utc(operator):
     response = operator.post(SCHEDULE, job(next_run="2026-06-18T03:00:00"))
     assert response.status_code == 201
-    assert response.json()["next_run"] == "2026-06-18T03:00:00Z"
+    assert response.json()["next_run"] == "2026-06-18T03:00:00+00:00"
 
 
 def test_delete(operator):
@@ -172,7 +172,7 @@ def test_changes_are_pushed_to_dashboards(operator, django_capture_on_commit_cal
             operator.post(SCHEDULE, job(next_run="2026-06-18T03:00:00Z"))
         message = async_to_sync(layer.receive)(channel)["message"]
         assert message["kind"] == "schedule" and message["op"] == "upsert"
-        assert message["entry"]["id"] == "nightly-digest" and message["entry"]["next_run"] == "2026-06-18T03:00:00Z"
+        assert message["entry"]["id"] == "nightly-digest" and message["entry"]["next_run"] == "2026-06-18T03:00:00+00:00"
         with django_capture_on_commit_callbacks(execute=True):
             operator.delete(f"{SCHEDULE}/nightly-digest")
         assert async_to_sync(layer.receive)(channel)["message"] == {

@@ -191,6 +191,9 @@ def test_with_an_admin_token_no_server_error_and_responses_match_their_schema(ca
 @schema.parametrize()
 @FUZZ
 def test_without_credentials_every_route_but_health_answers_401(case):
+    # The schema declares Bearer and session security, so generated cases may carry made-up credentials: drop them.
+    case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+    case.cookies = {}
     response = case.call()
     case.validate_response(response, checks=[not_a_server_error])
     if _no_such_route(case, response):
