@@ -172,7 +172,8 @@ def test_changes_are_pushed_to_dashboards(operator, django_capture_on_commit_cal
             operator.post(SCHEDULE, job(next_run="2026-06-18T03:00:00Z"))
         message = async_to_sync(layer.receive)(channel)["message"]
         assert message["kind"] == "schedule" and message["op"] == "upsert"
-        assert message["entry"]["id"] == "nightly-digest" and message["entry"]["next_run"] == "2026-06-18T03:00:00+00:00"
+        assert message["entry"]["id"] == "nightly-digest"
+        assert message["entry"]["next_run"] == "2026-06-18T03:00:00+00:00"
         with django_capture_on_commit_callbacks(execute=True):
             operator.delete(f"{SCHEDULE}/nightly-digest")
         assert async_to_sync(layer.receive)(channel)["message"] == {
