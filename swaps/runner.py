@@ -42,7 +42,7 @@ from swaps.launch import (
     vllm_running,
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
-from swaps.preflight import PreflightReport, memory_check, preflight_nodes, preflight_run
+from swaps.preflight import Check, PreflightReport, memory_check, preflight_nodes, preflight_run
 from swaps.secrets import swap_secrets
 from swaps.services import (
     SwapSuperseded,
@@ -209,13 +209,7 @@ class SwapRunner:
             self.swap.launcher = self.report.launcher_record(entry=self.entry)
             fields.append("launcher")
         self.swap.save(update_fields=fields)
-        lines = [
-            (
-                EventKind.PROGRESS,
-                f"{'ok' if c.ok else 'FAILED'}{' (warning)' if c.warning else ''}: {c.name}: {c.detail}",
-            )
-            for c in self.report.checks
-        ]
+        lines = [_check_event(check) for check in self.report.checks]
         if self.swap.dry_run:
             lines += [(EventKind.PROGRESS, f"would run: {command}") for command in self.report.commands]
         swap_events_append(swap=self.swap, items=lines)
@@ -259,16 +253,9 @@ class SwapRunner:
             checks_before = len(self.report.checks)
             memory_check(self.report, entry=self.entry, force=self.swap.forced)
             checks = self.report.checks[checks_before:]
-            swap_events_append(
-                swap=self.swap,
-                items=[
-                    (
-                        EventKind.PROGRESS,
-                        f"{'ok' if c.ok else 'FAILED'}{' (warning)' if c.warning else ''}: {c.name}: {c.detail}",
-                    )
-                    for c in checks
-                ],
-            )
+            self.swap.checks = [check.as_dict() for check in self.report.checks]
+            self.swap.save(update_fields=["checks"])
+            swap_events_append(swap=self.swap, items=[_check_event(check) for check in checks])
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise SwapFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
@@ -623,6 +610,11 @@ class ProcessWatch:
     def dead(self, node: str, now: float) -> bool:
         """No process now: dead if one was seen before, or if none ever appeared within the start grace."""
         return node in self.seen_on or now - self.started >= PROCESS_START_GRACE_SECONDS
+
+
+def _check_event(check: Check) -> tuple[str, str]:
+    flag = "ok" if check.ok else "FAILED"
+    return EventKind.PROGRESS, f"{flag}{' (warning)' if check.warning else ''}: {check.name}: {check.detail}"
 
 
 def _connect_all(*, entry: ModelEntry) -> None:
