@@ -31,7 +31,7 @@ DISABLED = "qdrant"
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("browser-sim"), nodes=2, load_seconds=1.0) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("browser-sim"), nodes=2, load_seconds=1.0, launcher_dir="") as cluster:
         yield cluster
 
 

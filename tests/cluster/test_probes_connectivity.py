@@ -19,7 +19,7 @@ OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/c
 def sim(tmp_path_factory):  # type: ignore[no-untyped-def]
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("sim-probes"), nodes=2, load_seconds=0.2) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("sim-probes"), nodes=2, load_seconds=0.2, launcher_dir="") as cluster:
         yield cluster
 
 

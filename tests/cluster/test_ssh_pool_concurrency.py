@@ -32,7 +32,7 @@ BURST_SECONDS = 2.0
 def sim(tmp_path_factory):  # type: ignore[no-untyped-def]
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("sim-pool"), nodes=2, load_seconds=0.5) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("sim-pool"), nodes=2, load_seconds=0.5, launcher_dir="") as cluster:
         yield cluster
 
 

@@ -21,7 +21,7 @@ MODELS = ["alpha", "beta", "gamma"]
 def sim(tmp_path_factory):  # type: ignore[no-untyped-def]
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("gateway-sim"), nodes=2, load_seconds=0.5) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("gateway-sim"), nodes=2, load_seconds=0.5, launcher_dir="") as cluster:
         yield cluster
 
 

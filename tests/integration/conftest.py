@@ -11,7 +11,7 @@ from sparkcontrol.demo import sim_register
 def sim(tmp_path_factory):  # type: ignore[no-untyped-def]
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("sim"), nodes=2, load_seconds=0.5) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("sim"), nodes=2, load_seconds=0.5, launcher_dir="") as cluster:
         _quick_memory(cluster)
         yield cluster
 
@@ -33,7 +33,7 @@ def single_spark(tmp_path_factory):  # type: ignore[no-untyped-def]
     """One Spark on its own: no worker, no CX7 cable (ibdev2netdev shows no link up), no launcher .env."""
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("single"), nodes=1, load_seconds=0.3) as cluster:
+    with SimCluster(root=tmp_path_factory.mktemp("single"), nodes=1, load_seconds=0.3, launcher_dir="") as cluster:
         _quick_memory(cluster)
         yield cluster
 

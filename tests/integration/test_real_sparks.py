@@ -62,28 +62,6 @@ def test_a_single_spark_without_cable_swaps_with_solo_on_every_call(single_topol
     assert second.launcher["selection"] == "--solo"
 
 
-@pytest.mark.parametrize("generation", ["2026-03-13", "2026-03-25"])
-def test_two_nodes_on_a_ray_default_launcher_use_no_ray(clean_launcher, model_factory, generation):
-    clean_launcher.set_launcher_version(generation)
-    model_factory("pair", repo="sim/big-model", nodes=2)
-    started = time.time()
-    swap = _run("pair")
-    assert swap.state == SwapState.READY, swap.error
-    launch = [argv for argv in _launcher_calls(clean_launcher, started) if "exec" in argv][-1]
-    assert "--no-ray" in launch[: launch.index("exec")]
-    assert "--no-ray" in swap.launcher["backend"]
-    assert swap.launcher["capabilities"]["no_ray"] and not swap.launcher["capabilities"]["ray_option"]
-
-
-def test_two_nodes_on_a_ray_only_launcher_name_the_ray_backend(clean_launcher, model_factory):
-    clean_launcher.set_launcher_version("2026-03-04")
-    model_factory("pair", repo="sim/big-model", nodes=2)
-    swap = _run("pair")
-    assert swap.state == SwapState.READY, swap.error
-    vllm = [r["argv"] for r in clean_launcher.records(prog="vllm", event="start")][-1]
-    assert vllm[vllm.index("--distributed-executor-backend") + 1] == "ray"
-
-
 @pytest.mark.parametrize(
     "generation, missing",
     [("2026-02-04", "daemon exec (2026-02-26)"), ("2026-02-26", "exec re-quoting with printf %q (2026-03-04)")],

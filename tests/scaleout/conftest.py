@@ -13,7 +13,7 @@ from tests.scaleout.deployment import Deployment
 def scaleout_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from sparksim import SimCluster
 
-    with SimCluster(root=tmp_path_factory.mktemp("scaleout-sim"), nodes=1, load_seconds=0.5) as sim:
+    with SimCluster(root=tmp_path_factory.mktemp("scaleout-sim"), nodes=1, load_seconds=0.5, launcher_dir="") as sim:
         yield sim
 
 

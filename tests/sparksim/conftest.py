@@ -102,7 +102,7 @@ def served_models(port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> SimCluster:
     root = tmp_path_factory.mktemp("sparksim")
-    with SimCluster(root=root, nodes=2, load_seconds=LOAD_SECONDS, sshd_wait=60) as cluster:
+    with SimCluster(root=root, nodes=2, load_seconds=LOAD_SECONDS, sshd_wait=60, launcher_dir="") as cluster:
         yield cluster
 
 
