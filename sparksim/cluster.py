@@ -115,6 +115,15 @@ NODE_TOOLS = ("ssh", "scp", "ip", "ibdev2netdev", "nc")
 # Created by the launcher (`mkdir -p`) on the first run of a Spark; a sim node has run it before.
 LAUNCHER_CACHE_DIRS = (".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang")
 
+# `date` on the node's clock (SPARKSIM_CLOCK_OFFSET whole seconds from this machine's), as a Spark whose clock is off.
+DATE_SCRIPT = """#!/bin/bash
+off=$(sed -n 's/^SPARKSIM_CLOCK_OFFSET=//p' {sim_env} 2>/dev/null)
+off=${{off%%.*}}
+if [ -z "$off" ] || [ "$off" = 0 ]; then exec /bin/date "$@"; fi
+for a in "$@"; do case "$a" in -d*|--date*|-r*|--reference*|-s*|--set*|-f*|--file*) exec /bin/date "$@";; esac; done
+exec /bin/date -d "@$(( $(/bin/date +%s) + off ))" "$@"
+"""
+
 NVIDIA_SMI_SCRIPT = """#!/bin/bash
 # Fake nvidia-smi of a GB10: unified memory, so memory queries are "Not Supported".
 case " $* " in
@@ -402,6 +411,8 @@ class SimCluster:
             _write_exec(os.path.join(node.dir, path), text)
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
         _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
+        sim_env_path = shlex.quote(os.path.join(node.dir, "sim.env"))
+        _write_exec(os.path.join(node.dir, "bin", "date"), DATE_SCRIPT.format(sim_env=sim_env_path))
         _write_exec(os.path.join(node.dir, "bin", "earlyoom"), EARLYOOM_SCRIPT)
         for tool in MEMINFO_TOOLS:
             real = shutil.which(tool, path="/usr/local/bin:/usr/bin:/bin")

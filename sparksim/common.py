@@ -186,6 +186,14 @@ class Node:
                     continue
         return default
 
+    def clock_offset(self) -> float:
+        """How far this node's clock is from this machine's, in seconds (``SPARKSIM_CLOCK_OFFSET``; default 0): what
+        ``date`` prints and the times docker takes and shows are the node's."""
+        try:
+            return float(self.setting("SPARKSIM_CLOCK_OFFSET") or 0)
+        except ValueError:
+            return 0.0
+
     def fail_mode(self) -> str | None:
         mode = self.setting("SPARKSIM_FAIL") or read_text(os.path.join(self.root, "fail_mode"))
         if mode and mode.lower() not in ("none", "off", "0", ""):

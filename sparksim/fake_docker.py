@@ -1109,17 +1109,19 @@ def _follow(
     except FileNotFoundError:
         raise DockerError(f"{DAEMON_ERR} No such container: {ref}", 1) from None
     out = sys.stdout.buffer
+    # The log keeps this machine's times; the node's daemon shows and compares them on the node's clock.
+    offset = node.clock_offset()
     poller = select.poll()
     poller.register(sys.stdout.fileno(), select.POLLERR | select.POLLHUP)
 
     def emit(entries) -> bool:
         chunks = []
         for stamp, text in entries:
-            if since is not None and stamp < since:
+            if since is not None and stamp + offset < since:
                 continue
-            if until is not None and stamp > until:
+            if until is not None and stamp + offset > until:
                 continue
-            chunks.append((rfc3339(stamp).encode() + b" " if timestamps else b"") + text + b"\n")
+            chunks.append((rfc3339(stamp + offset).encode() + b" " if timestamps else b"") + text + b"\n")
         if chunks:
             out.write(b"".join(chunks))
             out.flush()
@@ -1161,12 +1163,13 @@ def cmd_logs(node: Node, args: list[str]) -> int:
     flags = {k for k, _ in opts}
     since = until = None
     tail = None
+    now = time.time() + node.clock_offset()
     for key, value in opts:
         try:
             if key == "--since":
-                since = parse_docker_time(value)
+                since = parse_docker_time(value, now=now)
             elif key == "--until":
-                until = parse_docker_time(value)
+                until = parse_docker_time(value, now=now)
         except ValueError as exc:
             raise DockerError(str(exc), 1) from None
         if key in ("-n", "--tail") and value != "all":

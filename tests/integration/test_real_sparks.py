@@ -185,3 +185,16 @@ def test_the_catalog_entry_speaks_the_launchers_language(topology, model_factory
     runs = [r["argv"] for r in topology.records(prog="docker", since=started) if r["argv"][:1] == ["run"]]
     assert runs and "vllm-node-tf5" in runs[-1]
     assert cluster_settings_get().effective_container in topology.containers(topology.head.name)
+
+
+def test_the_log_is_read_from_the_sparks_clock_not_ours(topology, model_factory):
+    """A Spark whose clock is ten minutes behind this machine's: `docker logs --since <our time>` would skip every
+    line of the new container."""
+    model_factory("tiny", repo="sim/tiny-model")
+    topology.set_node_env(topology.head.name, "SPARKSIM_CLOCK_OFFSET", "-600")
+    try:
+        swap = _run("tiny")
+    finally:
+        topology.set_node_env(topology.head.name, "SPARKSIM_CLOCK_OFFSET", None)
+    assert swap.state == SwapState.READY, swap.error
+    assert any("Starting vLLM API server" in m for m in _messages(swap)), "the container's log was not followed"

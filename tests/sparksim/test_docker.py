@@ -183,3 +183,22 @@ def test_launcher_run_options_and_env_without_value_follows_the_caller(sim, shel
     rc, out, _ = shell.run("docker top vllm_node")
     assert out.splitlines()[1].endswith("earlyoom -M 524288,102400 -s 100 -r 60")
     assert "earlyoom 1.7" in sim.container_log(sim.head.name, "vllm_node")
+
+
+def test_a_node_clock_off_by_minutes_shows_in_date_and_docker_logs(sim, shell):
+    sim.set_node_env(sim.head.name, "SPARKSIM_CLOCK_OFFSET", "-600")
+    try:
+        _, out, _ = shell.run("date -u +%s")
+        assert abs(int(out) - (time.time() - 600)) < 5
+        _, out, _ = shell.run("docker run -d --rm --name clocked vllm-node sh -c 'echo hello; sleep 30'")
+        time.sleep(0.5)
+        _, ours, _ = shell.run(f"docker logs --since {int(time.time()) - 5} clocked")
+        _, theirs, _ = shell.run('docker logs --since "$(( $(date -u +%s) - 5 ))" -t clocked')
+        _, relative, _ = shell.run("docker logs --since 1m clocked")
+        assert ours.strip() == ""
+        stamp, _, line = theirs.strip().partition(" ")
+        assert line == "hello" and stamp.startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 600)))
+        assert relative.strip() == "hello"
+    finally:
+        shell.run("docker stop clocked")
+        sim.set_node_env(sim.head.name, "SPARKSIM_CLOCK_OFFSET", None)
