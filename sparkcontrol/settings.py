@@ -131,7 +131,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks"]}}
+# "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
+# rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
 
 # --- auth, sessions, security ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

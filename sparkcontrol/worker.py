@@ -3,6 +3,9 @@
 django-tasks-db's `Worker` polls the database every `interval` seconds. Here it runs in a thread and is also
 woken by the `task_enqueued` signal, so a swap enqueued by this process starts at once instead of after the
 next poll; tasks enqueued by other processes are still found by the poll.
+
+Each queue has a thread of its own (`EMBEDDED_QUEUES`): a swap never waits behind webhook deliveries to receivers
+that do not answer, nor behind probe sweeps, and a slow webhook receiver does not stall the probes either.
 """
 
 from __future__ import annotations
@@ -23,11 +26,22 @@ from django_tasks_db.utils import exclusive_transaction
 
 logger = logging.getLogger(__name__)
 
+SWAPS_QUEUE = "swaps"
+WEBHOOKS_QUEUE = "webhooks"
+# One thread per entry: (queues it takes, queues it leaves alone). The last one takes any other queue.
+EMBEDDED_QUEUES: list[tuple[list[str], list[str]]] = [
+    ([SWAPS_QUEUE], []),
+    ([WEBHOOKS_QUEUE], []),
+    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE]),
+]
+
 
 class WakeableWorker(Worker):
     """A db_worker loop that sleeps on an Event instead of time.sleep, so enqueueing wakes it."""
 
-    def __init__(self, *, interval: float, queue_names: list[str] | None = None) -> None:
+    def __init__(
+        self, *, interval: float, queue_names: list[str] | None = None, excluded_queue_names: list[str] | None = None
+    ) -> None:
         super().__init__(
             queue_names=queue_names or ["*"],
             interval=interval,
@@ -36,7 +50,7 @@ class WakeableWorker(Worker):
             startup_delay=False,
             max_tasks=None,
             worker_id=f"embedded-{uuid.uuid4().hex[:8]}",
-            excluded_queue_names=[],
+            excluded_queue_names=list(excluded_queue_names or []),
         )
         self.wake = threading.Event()
 
@@ -49,6 +63,10 @@ class WakeableWorker(Worker):
 
     def _claim_next(self) -> DBTaskResult | None:
         tasks = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
+        if not self.process_all_queues:
+            tasks = tasks.filter(queue_name__in=self.queue_names)
+        if self.excluded_queue_names:
+            tasks = tasks.exclude(queue_name__in=self.excluded_queue_names)
         with exclusive_transaction(tasks.db):
             try:
                 task_result = tasks.get_locked()
@@ -60,7 +78,12 @@ class WakeableWorker(Worker):
 
     def run(self) -> None:
         task_enqueued.connect(self._on_enqueued, weak=False)
-        logger.info("embedded task worker %s started", self.worker_id)
+        logger.info(
+            "embedded task worker %s started (queues %s%s)",
+            self.worker_id,
+            ",".join(self.queue_names),
+            f" but {','.join(self.excluded_queue_names)}" if self.excluded_queue_names else "",
+        )
         try:
             while self.running:
                 close_old_connections()
@@ -76,17 +99,18 @@ class WakeableWorker(Worker):
             close_old_connections()
 
 
-def start_embedded_worker(
-    *, interval: float, threads: int = 2, loop: asyncio.AbstractEventLoop | None = None
-) -> list[WakeableWorker]:
-    """Start worker threads (one for swaps, the rest for everything else) and return them for stopping.
+def start_embedded_worker(*, interval: float, loop: asyncio.AbstractEventLoop | None = None) -> list[WakeableWorker]:
+    """Start one worker thread per entry of `EMBEDDED_QUEUES` and return them for stopping.
 
     With `loop` (the serving process's event loop), the threads are started from it, as `sync_to_async` starts
     threads: a push they make (`async_to_sync(group_send)`) then runs on that loop, which wakes at once. Started
     plainly, each push runs on a throw-away loop of its own, and the in-memory channel layer's queues belong to the
     server's loop: dashboards got the message only when something else next woke the server (up to a second).
     """
-    workers = [WakeableWorker(interval=interval) for _ in range(threads)]
+    workers = [
+        WakeableWorker(interval=interval, queue_names=queues, excluded_queue_names=excluded)
+        for queues, excluded in EMBEDDED_QUEUES
+    ]
     for index, worker in enumerate(workers):
         name = f"task-worker-{index}"
         if loop is None:

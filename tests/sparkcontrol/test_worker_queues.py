@@ -1,0 +1,86 @@
+"""The embedded task worker keeps a thread for swaps: webhook receivers that never answer do not hold a swap queued."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from coordination.models import WebhookDelivery, WebhookEndpoint
+from coordination.services import webhook_secret_generate, webhooks_enqueue
+from sparkcontrol.worker import start_embedded_worker
+from swaps.models import Swap, SwapEvent
+from swaps.services import swap_request
+
+
+class Tarpit:
+    """A real HTTP server that accepts every connection and never says a word."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.accepted: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def tarpit() -> Iterator[Tarpit]:
+    pit = Tarpit()
+    yield pit
+    pit.close()
+
+
+def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hanging_webhook_receivers_do_not_hold_the_next_swap_queued(tarpit, settings, model_factory):
+    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_BACKOFF_SECONDS": [0.0]}
+    model_factory("tiny")
+    for index in range(10):
+        WebhookEndpoint.objects.create(
+            url=f"{tarpit.url}?n={index}", secret=webhook_secret_generate(), events=["swap_complete"]
+        )
+    workers = start_embedded_worker(interval=0.2)
+    try:
+        webhooks_enqueue(event="swap_complete", swap={"id": "00000000-0000-0000-0000-000000000000", "model": "x"})
+        # Every worker that takes webhook deliveries is now inside one, waiting on a receiver that never answers.
+        assert _wait(lambda: len(tarpit.accepted) >= 1, timeout=5), "no webhook delivery was attempted"
+        time.sleep(0.3)
+        requested = time.monotonic()
+        swap = swap_request(model_key="tiny", dry_run=False, actor="test")
+        started = _wait(lambda: Swap.objects.get(pk=swap.pk).state != "queued", timeout=3)
+        waited = time.monotonic() - requested
+        states = list(SwapEvent.objects.filter(swap=swap).order_by("seq").values_list("state", flat=True))
+        assert started, f"the swap stayed queued for {waited:.1f} s behind webhook deliveries; events {states}"
+        assert waited < 2, waited
+        assert WebhookDelivery.objects.count() == 10
+    finally:
+        for worker in workers:
+            worker.stop()
+        tarpit.close()
+        _wait(lambda: not any(worker.running_task for worker in workers), timeout=10)
