@@ -179,6 +179,27 @@ def lock_release(*, token: str | None, force: bool, actor: str) -> bool:
         return True
 
 
+def lock_release_held_by(*, holder: str, actor: str) -> bool:
+    """Release the lock if `holder` holds it (an operator's shell releasing its own hold); False if it was free.
+
+    Raises LockHeld if someone else holds it: taking a lock from its holder is a force-release. The epoch stays.
+    """
+    with transaction.atomic():
+        lock = SwapLock.objects.select_for_update().filter(pk=SwapLock.SINGLETON_ID).first()
+        at = clock.now()
+        if lock is None or not lock.is_held(at):
+            return False
+        if lock.holder != holder:
+            raise LockHeld(lock.holder, lock.expires_at)
+        detail = {"holder": lock.holder, "epoch": lock.epoch, "expires_at": lock.expires_at.isoformat(), "by": "holder"}
+        lock.forced = False
+        lock.clear()
+        lock.save()
+        audit_record(actor=actor, action="lock.release", target=LOCK_TARGET, detail=detail)
+        _lock_changed(lock, at)
+        return True
+
+
 def lock_gate(*, token: str | None, force: bool, actor: str) -> int:
     """THE gate for a real swap; call inside the transaction that creates the swap row. Returns the epoch.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from coordination.management.cli import one_line_errors
 from coordination.selectors import schedule_list
 
 
@@ -11,7 +12,8 @@ class Command(BaseCommand):
     help = "List the schedule registry (what external schedulers announced; Spark Control never runs it)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        one_line_errors(parser)
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{list}")
         sub.add_parser("list")
 
     def handle(self, *args, action: str, **options) -> None:  # type: ignore[override]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from coordination.management.cli import one_line_errors, validation_line
 from coordination.selectors import webhook_endpoint_find, webhook_endpoint_list
 from coordination.services import webhook_endpoint_create, webhook_endpoint_delete
 
@@ -15,7 +16,8 @@ class Command(BaseCommand):
     help = "Add, list or remove webhook endpoints. `add` prints the new signing secret alone on its last line."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        one_line_errors(parser)
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{add,list,remove}")
         add = sub.add_parser("add")
         add.add_argument("url")
         add.add_argument("--events", default="swap_complete,swap_failed", help="comma-separated")
@@ -32,7 +34,7 @@ class Command(BaseCommand):
                     url=options["url"], events=events, enabled=not options["disabled"], actor=ACTOR
                 )
             except ValidationError as exc:
-                raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
+                raise CommandError(validation_line(exc)) from None
             self.stdout.write(f"added endpoint {endpoint.pk}: {endpoint.url} ({', '.join(endpoint.events)})")
             self.stdout.write("signing secret (shown only now):")
             self.stdout.write(secret)

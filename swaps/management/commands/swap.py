@@ -6,29 +6,49 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from coordination.management.cli import one_line_errors, token_arg
 from swaps.models import SwapState
 from swaps.selectors import swap_events, swap_get
 from swaps.services import SwapRefused, swap_request
+
+
+def _refusal(exc: SwapRefused) -> str:
+    """The API's refusal in the command's own words: a held lock names the options that pass it."""
+    if exc.status == 423:
+        return (
+            f"the swap lock is held by {exc.extra['holder']!r} until {exc.extra['expires_at']}; "
+            "pass its token with --lock-token (- reads it from stdin), or --force (audited)"
+        )
+    extra = ", ".join(f"{k}={v}" for k, v in exc.extra.items() if v)
+    return f"{exc.detail}{' (' + extra + ')' if extra else ''}"
 
 
 class Command(BaseCommand):
     help = "Swap the served model. With --wait, show progress and exit 0 on ready, 1 on failure or cancel."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        one_line_errors(parser)
         parser.add_argument("model")
         parser.add_argument("--dry-run", action="store_true")
         parser.add_argument("--wait", action="store_true", help="Follow the swap until it ends.")
-        parser.add_argument("--lock-token", default=None, help="The swap lock's token, if it is held.")
+        parser.add_argument(
+            "--lock-token", default=None, help="The swap lock's token, if it is held ('-': read it from stdin)."
+        )
         parser.add_argument("--force", action="store_true", help="Pass a held lock (recorded in the audit log).")
 
     def handle(
         self, *args, model: str, dry_run: bool, wait: bool, lock_token: str | None, force: bool, **options
     ) -> None:  # type: ignore[override]
         try:
-            swap = swap_request(model_key=model, dry_run=dry_run, actor="manage.py", lock_token=lock_token, force=force)
+            swap = swap_request(
+                model_key=model,
+                dry_run=dry_run,
+                actor="manage.py",
+                lock_token=token_arg(lock_token, option="--lock-token"),
+                force=force,
+            )
         except SwapRefused as exc:
-            extra = ", ".join(f"{k}={v}" for k, v in exc.extra.items() if v)
-            raise CommandError(f"{exc.detail}{' (' + extra + ')' if extra else ''}") from exc
+            raise CommandError(_refusal(exc)) from None
         self.stdout.write(f"swap {swap.id} queued for {model}{' (dry run)' if dry_run else ''}")
         if not wait:
             return
