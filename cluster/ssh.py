@@ -134,7 +134,7 @@ class SparkConnection:
         try:
             yield channel
         finally:
-            channel.close()
+            _close_quietly(channel)
 
     def run(self, command: str, *, stdin: str | None = None, timeout: float = 60.0) -> CommandResult:
         """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed."""
@@ -149,7 +149,7 @@ class SparkConnection:
                 stderr = _read_all(channel.makefile_stderr("rb"))
                 exit_code = channel.recv_exit_status()
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise SshError(f"{self.host.name}: command failed to run: {exc or type(exc).__name__}") from exc
+                raise SshError(f"{self.host.name}: command failed to run: {_reason(exc)}") from exc
         return CommandResult(exit_code, stdout, stderr)
 
     def stream_lines(self, command: str, *, stop: threading.Event, poll: float = 0.05) -> Iterator[str]:
@@ -160,7 +160,7 @@ class SparkConnection:
                 channel.settimeout(poll)
                 channel.exec_command(command)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise SshError(f"{self.host.name}: command failed to run: {exc or type(exc).__name__}") from exc
+                raise SshError(f"{self.host.name}: command failed to run: {_reason(exc)}") from exc
             buffer = b""
             while not stop.is_set():
                 try:
@@ -168,7 +168,7 @@ class SparkConnection:
                 except TimeoutError:
                     continue
                 except (paramiko.SSHException, EOFError, OSError) as exc:
-                    raise SshError(f"{self.host.name}: the output stopped: {exc or type(exc).__name__}") from exc
+                    raise SshError(f"{self.host.name}: the output stopped: {_reason(exc)}") from exc
                 if not chunk:
                     break
                 buffer += chunk
@@ -219,8 +219,23 @@ def _connect(host: SparkHost, timeout: float) -> paramiko.SSHClient:
     except (OSError, EOFError) as exc:
         client.close()
         sock.close()
-        raise SshError(f"{host.name}: SSH failed: {exc or type(exc).__name__}") from exc
+        raise SshError(f"{host.name}: SSH failed: {_reason(exc)}") from exc
     return client
+
+
+def _close_quietly(channel: paramiko.Channel) -> None:
+    """Close a channel; on a connection that just died, sending the close fails, and there is nothing left to close."""
+    try:
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message, or its type when it has none (paramiko's EOFError: the server closed the connection)."""
+    if isinstance(exc, EOFError) and not str(exc):
+        return "the server closed the connection (EOF)"
+    return str(exc) or type(exc).__name__
 
 
 def _alive(client: paramiko.SSHClient | None) -> bool:
@@ -353,7 +368,8 @@ class _HostSlot:
             pooled.channels -= 1
             pooled.last_used = time.monotonic()
             doomed = []
-            if pooled.channels == 0 and (self.retired or not _alive(pooled.client)) and pooled in self.connections:
+            gone = self.retired or pooled.closing or not _alive(pooled.client)
+            if pooled.channels == 0 and gone and pooled in self.connections:
                 self.connections.remove(pooled)
                 pooled.closing = True
                 doomed.append(pooled.client)
@@ -379,15 +395,17 @@ class _HostSlot:
                 if time.monotonic() >= deadline:
                     raise SshError(f"{self.host.name}: cannot open an SSH session: {exc}") from exc
             except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
+                if isinstance(exc, EOFError | OSError):
+                    # The server dropped it (the transport's thread may not have noticed yet): nobody gets it again.
+                    pooled.closing = True
                 self._give_back(pooled)
-                if _alive(pooled.client) or dead >= 2 or time.monotonic() >= deadline:
-                    reason = str(exc) or type(exc).__name__
-                    raise SshError(f"{self.host.name}: cannot open an SSH session: {reason}") from exc
+                if pooled.alive or dead >= 2 or time.monotonic() >= deadline:
+                    raise SshError(f"{self.host.name}: cannot open an SSH session: {_reason(exc)}") from exc
                 dead += 1  # the connection died under us: the next lease drops it and opens another
         try:
             yield channel
         finally:
-            channel.close()
+            _close_quietly(channel)
             self._give_back(pooled)
 
     def close_idle(self) -> None:
