@@ -373,7 +373,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
     detach = bool(flags & {"-d", "--detach"})
     name = None
     entrypoint = None
-    workdir = "/"
+    workdir = None
     network = "default"
     mounts = []
     for key, value in opts:
@@ -446,6 +446,13 @@ def cmd_run(node: Node, args: list[str]) -> int:
     container_root = os.path.join(cdir, "rootfs")
     os.makedirs(os.path.join(container_root, "root"), exist_ok=True)
     os.makedirs(os.path.join(container_root, "tmp"), exist_ok=True)
+    # The launcher's own image (`vllm-node`, built by its Dockerfile) works in /workspace/vllm; others (e.g. an
+    # upstream vllm-openai image) may declare /workspace without creating it.
+    own_image = image.split(":")[0].split("/")[-1].startswith("vllm-node")
+    if own_image:
+        _image_files(container_root)
+    if workdir is None:
+        workdir = IMAGE_WORKDIR if own_image else "/"
     env = {"PATH": f"{node.bin}:{CONTAINER_PATH}", "HOSTNAME": cid[:12], "HOME": os.path.join(container_root, "root")}
     for knob in SIM_KNOBS:
         if os.environ.get(knob):
@@ -659,6 +666,46 @@ def _parse_volume(spec: str) -> dict:
     return {"Type": "volume", "Name": source, "Source": "", "Destination": dest, "Mode": mode, "RW": rw}
 
 
+# The image's working directory and the script it carries there: launchers before 2026-03-13 start multi-node
+# containers with `./run-cluster-node.sh --role head|node ...`, which joins the node to a Ray cluster.
+IMAGE_WORKDIR = "/workspace/vllm"
+RUN_CLUSTER_NODE = """#!/bin/bash
+# run-cluster-node.sh of the simulated vllm-node image: note the node's addresses, then join (or head) a Ray cluster.
+set -e
+role="" host_ip="" eth_if="" ib_if="" head_ip=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -r|--role) role=$2; shift ;;
+    -h|--host-ip) host_ip=$2; shift ;;
+    -e|--eth-if) eth_if=$2; shift ;;
+    -i|--ib-if) ib_if=$2; shift ;;
+    -m|--head-ip) head_ip=$2; shift ;;
+    *) echo "Unknown parameter passed: $1"; exit 1 ;;
+  esac
+  shift
+done
+if [ -z "$role" ] || [ -z "$host_ip" ] || [ -z "$eth_if" ] || [ -z "$ib_if" ]; then
+  echo "Error: Missing required arguments."; exit 1
+fi
+if [ "$role" = node ] && [ -z "$head_ip" ]; then echo "Error: a node needs --head-ip."; exit 1; fi
+echo "Configuring environment for [$role] at $host_ip..."
+printf 'export VLLM_HOST_IP="%s"\nexport NCCL_SOCKET_IFNAME="%s"\nexport NCCL_IB_HCA="%s"\n' \
+  "$host_ip" "$eth_if" "$ib_if" >> ~/.bashrc
+if [ "$role" = head ]; then exec ray start --block --head --port 6379 --node-ip-address "$host_ip"; fi
+exec ray start --block --address="$head_ip:6379" --node-ip-address "$host_ip"
+"""
+
+
+def _image_files(container_root: str) -> None:
+    """What the image carries in its working directory."""
+    workdir = os.path.join(container_root, IMAGE_WORKDIR.lstrip("/"))
+    os.makedirs(workdir, exist_ok=True)
+    script = os.path.join(workdir, "run-cluster-node.sh")
+    with open(script, "w", encoding="utf-8") as fh:
+        fh.write(RUN_CLUSTER_NODE)
+    os.chmod(script, 0o755)
+
+
 def shim_main(node_dir: str, name: str) -> None:
     """Supervisor of one container: runs its command and timestamps its output into the log."""
     import select
@@ -672,9 +719,17 @@ def shim_main(node_dir: str, name: str) -> None:
     # O_RDWR keeps a writer open on our side, so the FIFO never reports EOF between writers.
     fd = os.open(fifo, os.O_RDWR)
     log_fd = os.open(os.path.join(cdir, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    workdir = state.get("workdir") or "/"
+    cwd = "/" if os.path.normpath(workdir) == "/" else host_path(node, state, workdir)
     try:
         proc = subprocess.Popen(
-            state["command"], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=state["env"], cwd="/", close_fds=True
+            state["command"],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            env=state["env"],
+            cwd=cwd if os.path.isdir(cwd) else "/",
+            close_fds=True,
         )
     except OSError as exc:
         cmd0 = state["command"][0]

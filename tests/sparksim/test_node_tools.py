@@ -166,7 +166,10 @@ def test_docker_top_lists_pid_1_and_exec_processes_then_errors(sim, shell):
 
 def test_docker_cp_and_exec_workdir_use_the_container_s_own_files(sim, shell):
     real_workspace = os.path.exists("/workspace")
-    rc, _, err = shell.run("docker run -d --rm --network host --name cpc --entrypoint= vllm-node sleep infinity")
+    # An image that does not create /workspace (an upstream vllm-openai image; the launcher's own creates it).
+    for node in sim.nodes:
+        sim.set_image(node.name, "vllm-openai", "sha256:" + "cd" * 32)
+    rc, _, err = shell.run("docker run -d --rm --network host --name cpc --entrypoint= vllm-openai sleep infinity")
     assert rc == 0, err
     rc, _, err = shell.run("docker exec -w /workspace cpc true")
     assert rc == 126
