@@ -12,6 +12,7 @@ from django.conf import settings
 from catalog.models import ModelEntry
 from cluster.models import Role, Service, SparkHost
 from cluster.services import cluster_settings_get
+from swaps.services import serving_clear
 
 DEMO_MODELS = [
     {"key": "tiny", "name": "Tiny (simulated)", "repo": "sim/tiny-model", "nodes": 1},
@@ -83,6 +84,8 @@ def demo_start(*, stdout: Any) -> Demo:
     # SPARKSIM_LAUNCHER_DIR names a spark-vllm-docker checkout: the Sparks then run the real launcher.
     sim = SimCluster(root=directory, nodes=2, launcher_dir=os.environ.get("SPARKSIM_LAUNCHER_DIR") or None).start()
     sim_register(sim=sim)
+    # A fresh simulator serves nothing, whatever the previous run left recorded as served.
+    serving_clear(reason="the demo started a fresh simulator")
     for model in DEMO_MODELS:
         ModelEntry.objects.get_or_create(key=model["key"], defaults=model)
     farm = FakeServiceFarm().start()

@@ -1,4 +1,8 @@
-"""First-run set-up: the admin user, created once with a generated (or given) password."""
+"""First-run set-up: migrations and the admin user, created once with a generated (or given) password.
+
+Scaled out, several `serve` processes may start together on a fresh database: their migrations take turns (a
+Postgres advisory lock), and only one of them creates the admin.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,26 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+
+# Any fixed number: the advisory lock that makes concurrent `serve` start-ups migrate one after the other.
+MIGRATE_LOCK_KEY = 0x5C_0A_11_66
+
+
+def migrate_serialised() -> None:
+    """Apply migrations; on Postgres one process at a time (the next one then finds nothing to do)."""
+    if connection.vendor != "postgresql":
+        # SQLite: one process per data directory (the data directory claim), and IMMEDIATE transactions.
+        call_command("migrate", interactive=False, verbosity=0)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATE_LOCK_KEY])
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATE_LOCK_KEY])
 
 
 def admin_ensure() -> tuple[str, str | None]:
@@ -16,5 +40,12 @@ def admin_ensure() -> tuple[str, str | None]:
         return username, None
     given = os.environ.get("SPARKCONTROL_ADMIN_PASSWORD", "")
     password = given or secrets.token_urlsafe(12)
-    User.objects.create_superuser(username=username, email="", password=password)
+    try:
+        with transaction.atomic():
+            User.objects.create_superuser(username=username, email="", password=password)
+    except IntegrityError:
+        # Another process starting at the same moment created it first: its password is the one shown.
+        if User.objects.filter(username=username, is_superuser=True).exists():
+            return username, None
+        raise
     return username, (None if given else password)

@@ -5,6 +5,8 @@
            checkout on every node instead of the fake launcher.
 ``down``   stop a cluster started by ``up`` in another process (pid file), then sweep leftovers.
 ``record`` print the records of a cluster (one JSON object per line).
+``guard``  (started by SimCluster) wait until standard input ends, i.e. the process that started the cluster has
+           ended, then stop every process of the cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import sys
 import time
 
-from sparksim.cluster import PID_FILE, SimCluster, kill_sim_processes
+from sparksim.cluster import PID_FILE, SimCluster, kill_sim_processes, sim_sweep
 from sparksim.common import read_records
 from sparksim.fake_docker import pid_alive
 
@@ -83,6 +85,14 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _guard(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the end of the owner stops the guard
+    while sys.stdin.buffer.read(65536):
+        pass
+    sim_sweep(os.path.abspath(args.root))
+    return 0
+
+
 def _record(args: argparse.Namespace) -> int:
     for rec in read_records(os.path.abspath(args.root), prog=args.prog, event=args.event):
         print(json.dumps(rec))
@@ -109,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--root", required=True)
     rec.add_argument("--prog")
     rec.add_argument("--event")
+    guard = sub.add_parser("guard", help=argparse.SUPPRESS)
+    guard.add_argument("--root", required=True)
     args = parser.parse_args(argv)
-    return {"up": _up, "down": _down, "record": _record}[args.command](args)
+    return {"up": _up, "down": _down, "record": _record, "guard": _guard}[args.command](args)
 
 
 if __name__ == "__main__":

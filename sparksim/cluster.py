@@ -143,8 +143,11 @@ def free_port() -> int:
 
 
 def find_sim_processes(root: str, exclude: tuple[int, ...] = ()) -> list[int]:
-    """PIDs of live processes whose environment carries ``SPARKSIM_ROOT=<root>``."""
+    """PIDs of live processes whose environment carries ``SPARKSIM_ROOT=<root>``, or whose command line names a file
+    of the root's nodes: sshd rewrites its process title over its environment, so its listener is found by its
+    ``-f <root>/nodes/<node>/sshd/sshd_config``."""
     marker = f"SPARKSIM_ROOT={root}".encode()
+    nodes_dir = os.path.join(root, "nodes", "").encode()
     skip = {os.getpid(), *exclude}
     found = []
     for entry in os.listdir("/proc"):
@@ -152,13 +155,29 @@ def find_sim_processes(root: str, exclude: tuple[int, ...] = ()) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
-                if marker not in fh.read().split(b"\0"):
-                    continue
+                ours = marker in fh.read().split(b"\0")
+            if not ours:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    ours = nodes_dir in fh.read()
         except OSError:
+            continue
+        if not ours:
             continue
         if fake_docker.pid_alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def sim_sweep(root: str) -> None:
+    """Stop every container of the simulation rooted at ``root``, then every process it left."""
+    nodes_dir = os.path.join(root, "nodes")
+    if os.path.isdir(nodes_dir):
+        for name in os.listdir(nodes_dir):
+            try:
+                fake_docker.stop_all(Node(os.path.join(nodes_dir, name)), timeout=1.0)
+            except OSError:
+                pass
+    kill_sim_processes(root)
 
 
 def kill_sim_processes(root: str, grace: float = 2.0) -> None:
@@ -260,6 +279,7 @@ class SimCluster:
         sshd_path: str = SSHD,
         sshd_wait: float = 300.0,
         launcher_dir: str | os.PathLike | None = None,
+        stop_with_owner: bool = True,
     ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -283,6 +303,10 @@ class SimCluster:
         self.client_key_path = os.path.join(self.ssh_dir, "client_ed25519")
         self.known_hosts_path = os.path.join(self.ssh_dir, "known_hosts")
         self.started = False
+        # A watchdog process that stops the cluster when the process that started it ends, even by SIGKILL.
+        self.stop_with_owner = stop_with_owner
+        self._guard: subprocess.Popen | None = None
+        self._guard_fd: int | None = None
 
     # -- convenience ---------------------------------------------------------------------------
     @property
@@ -322,6 +346,8 @@ class SimCluster:
         sshd = self._wait_for_sshd()
         # Leftovers of an earlier run on the same root (a crashed test, a killed `up`) would hold ports.
         kill_sim_processes(self.root)
+        if self.stop_with_owner:
+            self._guard_start()
         os.makedirs(self.ssh_dir, exist_ok=True)
         os.makedirs(os.path.join(self.root, "models"), exist_ok=True)
         if os.geteuid() == 0:
@@ -343,6 +369,40 @@ class SimCluster:
             raise
         self.started = True
         return self
+
+    def _guard_start(self) -> None:
+        """Start `python -m sparksim guard`: it waits for the end of a pipe only this process holds, then stops every
+        process of the cluster. The kernel closes the pipe when this process dies, however it dies (SIGKILL too), so
+        no sshd, container or vLLM of the simulation outlives the program that started it."""
+        if self._guard is not None and self._guard.poll() is None:
+            return
+        read_fd, write_fd = os.pipe()  # both ends non-inheritable: no other child keeps the pipe open
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKSIM_")}
+        try:
+            self._guard = subprocess.Popen(
+                [sys.executable, "-m", "sparksim", "guard", "--root", self.root],
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=str(Path(__file__).resolve().parent.parent),
+                env=env,
+                start_new_session=True,  # a signal to the owner's process group must not reach the guard first
+            )
+        finally:
+            os.close(read_fd)
+        self._guard_fd = write_fd
+
+    def _guard_stop(self) -> None:
+        fd, self._guard_fd = self._guard_fd, None
+        if fd is not None:
+            os.close(fd)
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            try:
+                guard.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                guard.kill()
+                guard.wait()
 
     def _wait_for_sshd(self) -> str:
         deadline = time.time() + self.sshd_wait
@@ -546,6 +606,7 @@ class SimCluster:
                     node.process.kill()
                     node.process.wait()
         kill_sim_processes(self.root)
+        self._guard_stop()
         self.started = False
 
     # -- knobs -------------------------------------------------------------------------------------

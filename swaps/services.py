@@ -4,6 +4,7 @@ states, append events, cancel, and reap swaps whose worker died."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -287,14 +288,33 @@ def swaps_reap_stale(*, now: Any = None) -> list[Swap]:
             why = f"its worker stopped responding (last heartbeat {beat.isoformat()}) during {swap.state}"
         if not stale:
             continue
-        with transaction.atomic():
-            fresh = Swap.objects.select_for_update().get(pk=swap.pk)
-            if fresh.state != swap.state or fresh.heartbeat_at != swap.heartbeat_at:
-                continue  # it moved on while we looked
-            message = f"interrupted: {why}; what runs on the nodes is unknown, the next swap stops it first"
-            swap_finish(swap=fresh, state=SwapState.INTERRUPTED, error=message, message=message)
-        reaped.append(fresh)
+        if _swap_interrupt(swap=swap, why=why):
+            reaped.append(swap)
     return reaped
+
+
+def swaps_reap_gone_workers(*, gone: Callable[[str], bool]) -> list[Swap]:
+    """Mark running swaps whose worker is known to be gone (`gone(worker)`) as `interrupted` at once."""
+    reaped = []
+    for swap in Swap.objects.filter(state__in=ACTIVE_STATES).exclude(worker=""):
+        if not gone(swap.worker):
+            continue
+        why = f"its worker ({swap.worker}) is gone (the process ended) during {swap.state}"
+        if _swap_interrupt(swap=swap, why=why):
+            reaped.append(swap)
+    return reaped
+
+
+def _swap_interrupt(*, swap: Swap, why: str) -> bool:
+    """Finish a swap as interrupted unless it moved on since it was read; True when this call finished it."""
+    with transaction.atomic():
+        fresh = Swap.objects.select_for_update().get(pk=swap.pk)
+        if fresh.state != swap.state or fresh.heartbeat_at != swap.heartbeat_at:
+            return False  # it moved on while we looked
+        error = f"{why}; what runs on the nodes is unknown, the next swap stops it first"
+        swap_finish(swap=fresh, state=SwapState.INTERRUPTED, error=error)
+    swap.state, swap.error = fresh.state, fresh.error
+    return True
 
 
 @dataclass

@@ -118,7 +118,8 @@ def test_killed_worker_leaves_an_interrupted_swap_that_the_reaper_reports(deploy
 
     done = wait_swap(web1.url, token, swap_id, {"interrupted", "ready", "failed"}, timeout=60)
     assert done["state"] == "interrupted", done
-    assert "stopped responding" in done["error"]
+    # A reaper on the worker's machine sees its process gone; elsewhere the heartbeat goes stale.
+    assert "is gone" in done["error"] or "stopped responding" in done["error"], done["error"]
     # The reapers of both daphne processes ran; the row lock let exactly one of them finish the swap.
     rows = deployment.swap_rows(swap_id)
     assert [e["state"] for e in rows["events"] if e["kind"] == "state"][-1:] == ["interrupted"]

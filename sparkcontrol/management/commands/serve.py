@@ -14,13 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sparkcontrol.firstrun import admin_ensure
+from sparkcontrol.firstrun import admin_ensure, migrate_serialised
 
 logger = logging.getLogger(__name__)
 
@@ -67,25 +68,73 @@ class Command(BaseCommand):
                 "--workers above 1 needs REDIS_URL: the processes must share a channel layer, or a dashboard "
                 "connected to one of them misses what the others do"
             )
-        call_command("migrate", interactive=False, verbosity=0)
+        from sparkcontrol.startup import StartRefused, data_dir_claim, on_serve_start, port_claim
+
+        # Nothing is touched (database, demo topology) before the port and the data directory are this process's.
+        try:
+            listener = port_claim(host=host, port=port)
+        except StartRefused as exc:
+            raise CommandError(str(exc)) from None
+        claim = None
+        try:
+            if not settings.REDIS_URL:
+                # One process per data directory on the in-memory channel layer: a second one's dashboards would
+                # miss the first one's swaps.
+                claim = data_dir_claim(data_dir=settings.DATA_DIR)
+            self._start(
+                listener=listener,
+                host=host,
+                port=port,
+                no_worker=no_worker,
+                demo=demo,
+                workers=workers,
+                threads=threads,
+                previous_pid=claim.previous_pid if claim else None,
+                on_serve_start=on_serve_start,
+            )
+        except StartRefused as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            if listener.fileno() != -1:
+                listener.close()
+            if claim is not None:
+                claim.release()
+
+    def _start(
+        self,
+        *,
+        listener: socket.socket,
+        host: str,
+        port: int,
+        no_worker: bool,
+        demo: bool,
+        workers: int,
+        threads: int,
+        previous_pid: int | None,
+        on_serve_start: Callable[..., threading.Event],
+    ) -> None:
+        migrate_serialised()
         username, password = admin_ensure()
         self.stdout.write(f"Spark Control data directory: {settings.DATA_DIR}")
         if password:
             self.stdout.write(self.style.WARNING(f"Created admin user '{username}' with password: {password}"))
             self.stdout.write("  (shown once; change it in the admin)")
+        else:
+            self.stdout.write(
+                f"Forgot the admin password? Set a new one with: python manage.py changepassword {username}"
+            )
         demo_cluster = None
         if demo:
             from sparkcontrol.demo import demo_start
 
             demo_cluster = demo_start(stdout=self.stdout)
-        from sparkcontrol.startup import on_serve_start
-
-        housekeeping = on_serve_start()
+        housekeeping = on_serve_start(previous_pid=previous_pid)
         shown_host = f"[{host}]" if ":" in host else host
         try:
             if workers == 1:
                 self._serve(
                     endpoint_fd=None,
+                    listener=listener,
                     host=host,
                     port=port,
                     threads=threads,
@@ -93,16 +142,30 @@ class Command(BaseCommand):
                     banner=f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/",
                 )
             else:
-                self._supervise(host=host, port=port, workers=workers, threads=threads, no_worker=no_worker)
+                self._supervise(
+                    listener=listener, host=host, port=port, workers=workers, threads=threads, no_worker=no_worker
+                )
         finally:
             housekeeping.set()
             if demo_cluster is not None:
                 demo_cluster.stop()
 
     def _serve(
-        self, *, endpoint_fd: int | None, host: str, port: int, threads: int, no_worker: bool, banner: str = ""
+        self,
+        *,
+        endpoint_fd: int | None,
+        host: str,
+        port: int,
+        threads: int,
+        no_worker: bool,
+        banner: str = "",
+        listener: socket.socket | None = None,
     ) -> None:
-        """Run daphne in this process; the task worker threads start from its event loop once it runs."""
+        """Run daphne in this process; the task worker threads start from its event loop once it runs.
+
+        `listener` is the socket `handle` bound: daphne adopts it (IPv4), or, for IPv6, which daphne cannot adopt,
+        it is closed just before daphne binds the same address.
+        """
         import asyncio
 
         from daphne.endpoints import build_endpoint_description_strings
@@ -125,6 +188,11 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(banner))
                 self.stdout.flush()
 
+        if listener is not None and listener.family == socket.AF_INET:
+            # Twisted adopts a duplicate and closes the descriptor it was given: hand it over for good.
+            endpoint_fd = listener.detach()
+        elif listener is not None:
+            listener.close()
         if endpoint_fd is not None:
             endpoints = build_endpoint_description_strings(file_descriptor=endpoint_fd)
         else:
@@ -140,10 +208,10 @@ class Command(BaseCommand):
             for worker in workers:
                 worker.stop()
 
-    def _supervise(self, *, host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
-        """Bind once, start `workers` serving processes on the socket; stop them all when one ends or on a signal."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+    def _supervise(
+        self, *, listener: socket.socket, host: str, port: int, workers: int, threads: int, no_worker: bool
+    ) -> None:
+        """Start `workers` serving processes on the bound socket; stop them all when one ends or on a signal."""
         listener.set_inheritable(True)
         argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--listen-fd", str(listener.fileno())]
         argv += ["--host", host, "--port", str(port), "--threads", str(threads)]
