@@ -37,15 +37,20 @@ class ImportReport:
 
 
 def _apply(entry: ModelEntry, data: dict[str, Any]) -> None:
+    """Set the given fields on the entry; every problem of the data's shape is raised at the end, together, after
+    what could be applied was (so a full_clean can still report the other fields' problems)."""
+    problems: dict[str, list[str]] = {}
     knobs = data.get("knobs") or {}
     if not isinstance(knobs, dict):
-        raise ValidationError({"knobs": "knobs must be a mapping"})
+        problems.setdefault("knobs", []).append("knobs must be a mapping")
+        knobs = {}
     unknown = set(knobs) - set(ModelEntry.KNOB_FIELDS)
     if unknown:
-        raise ValidationError({"knobs": f"unknown knob(s): {', '.join(sorted(map(str, unknown)))}"})
+        problems.setdefault("knobs", []).append(f"unknown knob(s): {', '.join(sorted(map(str, unknown)))}")
+        knobs = {knob: value for knob, value in knobs.items() if knob not in unknown}
     for alias, name in FIELD_ALIASES.items():
         if alias in data and name in data:
-            raise ValidationError({name: f"give {name} or {alias}, not both"})
+            problems.setdefault(name, []).append(f"give {name} or {alias}, not both")
     for name in (*SIMPLE_FIELDS, *ModelEntry.LAUNCHER_FIELDS):
         alias = next((a for a, n in FIELD_ALIASES.items() if n == name), None)
         if name in data or (alias is not None and alias in data):
@@ -59,6 +64,8 @@ def _apply(entry: ModelEntry, data: dict[str, Any]) -> None:
             setattr(entry, name, value)
     for knob, value in knobs.items():
         setattr(entry, knob, value)
+    if problems:
+        raise ValidationError(problems)
 
 
 def _check_secrets(secrets: dict[str, str | None], *, removing_allowed: bool) -> None:
@@ -208,6 +215,26 @@ def catalog_import(*, entries: list[Any], labels: list[str] | None = None) -> Im
     return report
 
 
+def _entry_problems(entry: ModelEntry, *, data: dict[str, Any], key_given: bool, label: str) -> list[str]:
+    """Apply an imported entry's fields and validate them all; every problem found, each naming its field."""
+    problems: list[str] = []
+    # A missing key is already reported: its "cannot be blank" (and the name that defaults to it) would say it again.
+    checks = (
+        lambda: _apply(entry, data),
+        lambda: entry.full_clean(exclude=None if key_given else ["key", "name"]),
+    )
+    for check in checks:
+        try:
+            check()
+        except ValidationError as exc:
+            problems.extend(f"{label}: {name}: {message}" for name, message in _field_errors(exc))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{label}: {exc}")
+        if not entry.name:
+            entry.name = entry.key
+    return problems
+
+
 def catalog_import_plan(
     *, entries: list[Any], labels: list[str] | None = None
 ) -> tuple[list[tuple[ModelEntry, bool]], list[str]]:
@@ -224,30 +251,25 @@ def catalog_import_plan(
         key = data.get("key")
         if isinstance(key, str) and key and not labels:
             label = f"entry {index} ({key})"
+        # Every problem of an entry is reported, not only the first: the shape, then each field's validation.
+        entry_errors: list[str] = []
         unknown = set(data) - ENTRY_FIELDS
         if unknown:
-            errors.append(f"{label}: unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-            continue
-        if not isinstance(key, str) or not key:
-            errors.append(f"{label}: key: this field is required")
-            continue
-        if key in seen:
-            errors.append(f"{label}: key: {key!r} appears more than once")
-            continue
-        seen.add(key)
-        current = existing.get(key)
-        entry = ModelEntry.objects.get(pk=current.pk) if current else ModelEntry(key=key)
+            entry_errors.append(f"{label}: unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+        known = {name: value for name, value in data.items() if name not in unknown}
+        has_key = isinstance(key, str) and bool(key)
+        if not has_key:
+            entry_errors.append(f"{label}: key: this field is required")
+        elif key in seen:
+            entry_errors.append(f"{label}: key: {key!r} appears more than once")
+        if has_key:
+            seen.add(key)
+        current = existing.get(key) if has_key else None
+        entry = ModelEntry.objects.get(pk=current.pk) if current else ModelEntry(key=key if has_key else "")
         before = {f: getattr(entry, f) for f in _compared_fields()} if current else None
-        try:
-            _apply(entry, data)
-            if not entry.name:
-                entry.name = key
-            entry.full_clean()
-        except (ValidationError, TypeError, ValueError) as exc:
-            if isinstance(exc, ValidationError):
-                errors.extend(f"{label}: {name}: {message}" for name, message in _field_errors(exc))
-            else:
-                errors.append(f"{label}: {exc}")
+        entry_errors += _entry_problems(entry, data=known, key_given=has_key, label=label)
+        if entry_errors:
+            errors.extend(entry_errors)
             continue
         after = {f: getattr(entry, f) for f in _compared_fields()}
         planned.append((entry, before is None or before != after))

@@ -135,6 +135,14 @@ else:
 # rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
 
+# The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"routine_tasks": {"()": "sparkcontrol.logfilters.RoutineTasksAtDebug"}},
+    "loggers": {"django_tasks": {"filters": ["routine_tasks"]}},
+}
+
 # --- auth, sessions, security ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
