@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
 from cluster.models import ClusterSettings, Service, SparkHost
-from cluster.selectors import service_is_disabled
+from cluster.selectors import service_base_url, service_is_disabled
 from cluster.services import cluster_settings_get
 from sparkcontrol.admin_audit import AuditDeletesMixin
 from sparkcontrol.audit import audit_record
@@ -59,7 +59,7 @@ class ClusterSettingsAdmin(AuditedAdmin):
 @admin.register(Service)
 class ServiceAdmin(AuditedAdmin):
     audit_prefix = "service"
-    list_display = ["key", "name", "kind", "node", "port", "read_only", "shown", "max_in_flight", "source"]
+    list_display = ["key", "name", "kind", "node", "effective_url", "read_only", "shown", "max_in_flight", "source"]
     list_filter = ["kind", "enabled", "source"]
     search_fields = ["key", "name"]
     readonly_fields = [
@@ -69,6 +69,7 @@ class ServiceAdmin(AuditedAdmin):
         "node",
         "url",
         "port",
+        "effective_url",
         "health_path",
         "expected_status",
         "models_served",
@@ -78,6 +79,12 @@ class ServiceAdmin(AuditedAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # services come from the shipped file and services-overrides.yaml
+
+    @admin.display(description="answers at")
+    def effective_url(self, obj: Service) -> str:
+        """Where probes and the gateway reach it: its URL (overrides included), else the node and the effective
+        port (the cluster's vLLM port for the head vLLM)."""
+        return service_base_url(service=obj)
 
     @admin.display(boolean=True, description="shown")
     def shown(self, obj: Service) -> bool:

@@ -77,6 +77,19 @@ def swap_events_tail(*, swap_id: str, size: int) -> list[SwapEvent]:
     return list(reversed(SwapEvent.objects.filter(swap_id=swap_id).order_by("-seq")[:size]))
 
 
+def events_reading_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events as a log reads: the runner records the last start-up lines it still receives after the swap ended,
+    and those belong above the state line that ends it, which stays last."""
+    terminal = {str(state) for state in TERMINAL_STATES}
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if event["kind"] == "state":
+            if event["state"] in terminal and index < len(events) - 1:
+                return [*events[:index], *events[index + 1 :], event]
+            break
+    return events
+
+
 def dashboard_state(*, request: HttpRequest) -> dict[str, Any]:
     """The page's first state; the browser keeps it current from the websocket."""
     status = status_view()
@@ -118,13 +131,14 @@ def swap_detail(request: HttpRequest, swap_id: str) -> HttpResponse:
     if swap is None:
         raise Http404("no such swap")
     events = [event_out(event) for event in swap_events(swap=swap, after=0, limit=DETAIL_EVENTS_MAX)]
+    shown_events = events_reading_order(events)
     return render(
         request,
         "dashboard/swap_detail.html",
         {
             "swap": swap_out(swap),
             "record": swap,
-            "events": events,
+            "events": shown_events,
             "last_seq": events[-1]["seq"] if events else 0,
             "follow": not swap.is_terminal
             or swap.finished_at is None

@@ -112,7 +112,18 @@ function notice(el, kind, ...children) {
 
 // --- now serving -------------------------------------------------------------------------------------------
 
+// The head vLLM's probe, read against what is meant to run: not answering is "idle" when nothing is to be served,
+// and "loading" while a swap brings a model up; "down" only when a model should be served and is not.
+function vllmStatus(probe) {
+  const status = probe ? probe.status : "unknown";
+  if (status === "up") return status;
+  if (activeSwap()) return "loading";
+  if (!(state.serving && state.serving.model)) return "idle";
+  return status;
+}
+
 function renderServing() {
+  renderVllmTile();
   const serving = state.serving || {};
   const vllm = state.endpoints.find((endpoint) => endpoint.key === "vllm");
   const active = activeSwap();
@@ -142,7 +153,7 @@ function renderServing() {
       "p",
       { class: "serving-vllm" },
       "vLLM ",
-      probe ? h("span", { class: `status status-${probe.status}`, text: probe.status }) : badge("not monitored"),
+      probe ? h("span", { class: `status status-${vllmStatus(probe)}`, text: vllmStatus(probe) }) : badge("not monitored"),
       probe && probe.latency_ms !== null && probe.latency_ms !== undefined ? ` ${Math.round(probe.latency_ms)} ms` : "",
       probe && probe.checked_at ? h("span", { class: "muted" }, " · checked ", timeEl(probe.checked_at)) : "",
     ),
@@ -178,9 +189,17 @@ function showSwap(swap, { events = null, startAfter = 0 } = {}) {
   renderCatalog();
 }
 
+// The runner records the last start-up lines it still receives after the swap became ready: they belong above the
+// line that ends the swap, which stays the last line of the log.
+function placeBeforeEnd(list, item) {
+  const last = list.lastElementChild;
+  const ended = last && last.classList.contains("ev-state") && TERMINAL.has(last.dataset.state);
+  if (ended && !item.classList.contains("ev-state")) list.insertBefore(item, last);
+  else list.append(item);
+}
+
 function appendEvents(events) {
   const stick = panels.log.scrollHeight - panels.log.scrollTop - panels.log.clientHeight < 40;
-  const fragment = document.createDocumentFragment();
   let moved = false;
   for (const event of events) {
     // Every event carries the swap's state at the time: the last step before a failure is where it failed.
@@ -191,7 +210,8 @@ function appendEvents(events) {
       state.shown = { ...state.shown, state: event.state };
       moved = true;
     }
-    fragment.append(
+    placeBeforeEnd(
+      panels.log,
       h(
         "li",
         { class: `ev ev-${event.kind}`, dataset: { seq: event.seq, state: event.state } },
@@ -200,7 +220,6 @@ function appendEvents(events) {
       ),
     );
   }
-  panels.log.append(fragment);
   const extra = panels.log.children.length - LOG_KEEP;
   for (let i = 0; i < extra; i += 1) panels.log.firstElementChild.remove();
   panels.log.dataset.trimmed = extra > 0 || panels.log.dataset.trimmed === "true" ? "true" : "false";
@@ -427,7 +446,10 @@ async function askSwap(model) {
         h("strong", { text: model.name || model.key }),
         ".",
       ),
-      h("p", { class: "muted", text: "Requests to the model being replaced fail until the swap is ready." }),
+      h("p", {
+        class: "muted",
+        text: "Requests through the gateway (/v1/) are not refused meanwhile: those already running finish before the old model stops, and new ones wait until the swap is ready.",
+      }),
     ],
     confirmLabel: `Swap to ${model.key}`,
   });
@@ -602,17 +624,27 @@ function renderTiles() {
     .filter((endpoint) => !endpoint.disabled)
     .map((endpoint) => {
       const probe = endpoint.probe || { status: "unknown" };
+      const status = endpoint.key === "vllm" ? vllmStatus(probe) : probe.status;
       const latency = probe.latency_ms !== null && probe.latency_ms !== undefined ? `${Math.round(probe.latency_ms)} ms` : "";
       return h(
         "div",
-        { class: `tile tile-${probe.status}`, dataset: { service: endpoint.key, status: probe.status } },
+        { class: `tile tile-${status}`, dataset: { service: endpoint.key, status } },
         h("div", { class: "tile-name", text: endpoint.name }),
-        h("div", { class: "tile-status" }, h("span", { text: probe.status }), latency ? h("span", { class: "muted", text: ` · ${latency}` }) : null),
+        h("div", { class: "tile-status" }, h("span", { text: status }), latency ? h("span", { class: "muted", text: ` · ${latency}` }) : null),
         h("div", { class: "tile-meta muted small" }, probe.checked_at ? ["checked ", timeEl(probe.checked_at)] : "not checked yet"),
-        probe.checked_at && probe.detail && probe.status !== "up" ? h("div", { class: "tile-detail small", text: probe.detail }) : null,
+        probe.checked_at && probe.detail && status === probe.status && status !== "up"
+          ? h("div", { class: "tile-detail small", text: probe.detail })
+          : null,
       );
     });
   fill(panels.tiles, tiles.length ? tiles : h("p", { class: "muted", text: "No services." }));
+}
+
+// The head vLLM's tile reads what is meant to run (vllmStatus), so it follows the swap as well as the probes.
+function renderVllmTile() {
+  const tile = panels.tiles.querySelector(".tile[data-service=vllm]");
+  const endpoint = state.endpoints.find((candidate) => candidate.key === "vllm");
+  if (tile && endpoint && tile.dataset.status !== vllmStatus(endpoint.probe)) renderTiles();
 }
 
 function onProbe(message) {

@@ -49,5 +49,6 @@ export function formatRelative(value, now = Date.now()) {
 
 export function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return `${Math.max(1, Math.round(seconds * 1000))} ms`; // a quick failure did take some time
   return seconds < 10 ? `${seconds.toFixed(1)} s` : formatSpan(seconds);
 }

@@ -12,14 +12,18 @@ const note = document.getElementById("swap-live");
 const swapId = log.dataset.swap;
 const TERMINAL = new Set(["ready", "failed", "cancelled", "interrupted"]);
 
+// Log lines recorded after the swap ended (the last start-up lines) go above the line that ended it.
 function append(events) {
   const empty = log.querySelector(".empty");
   if (empty) empty.remove();
   for (const event of events) {
-    log.append(
+    const last = log.lastElementChild;
+    const ended = last && last.classList.contains("ev-state") && TERMINAL.has(last.dataset.state);
+    const place = (item) => (ended && event.kind !== "state" ? log.insertBefore(item, last) : log.append(item));
+    place(
       h(
         "li",
-        { class: `ev ev-${event.kind}`, dataset: { seq: event.seq } },
+        { class: `ev ev-${event.kind}`, dataset: { seq: event.seq, state: event.state } },
         h("span", { class: "ev-seq", text: event.seq }),
         h("time", { datetime: event.at, text: event.at.slice(11, 19) }),
         h("span", { class: "ev-msg", text: event.message }),

@@ -46,17 +46,30 @@ def shown_swap(page: Any) -> str:
     return page.get_attribute("#swap-log", "data-swap") or ""
 
 
+TERMINAL_STATES = {"ready", "failed", "cancelled", "interrupted"}
+
+
+def reading_order(events: list[dict[str, Any]]) -> list[int]:
+    """The seqs as the log shows them: lines recorded after the state line that ended the swap go above it."""
+    seqs = [event["seq"] for event in events]
+    states = [i for i, event in enumerate(events) if event["kind"] == "state"]
+    if states and events[states[-1]]["state"] in TERMINAL_STATES:
+        end = seqs.pop(states[-1])
+        seqs.append(end)
+    return seqs
+
+
 def wait_log_matches(page: Any, server: Any, swap_id: str, timeout: float = 15.0) -> list[int]:
-    """Wait until the rendered log is exactly the API's events (the runner may add lines just after "ready"), and
-    still is a moment later; returns the seqs."""
+    """Wait until the rendered log is exactly the API's events in reading order (the runner may add lines just after
+    "ready", shown above it), and still is a moment later; returns the seqs in order."""
     deadline = time.monotonic() + timeout
     while True:
-        expected = [event["seq"] for event in server.events(swap_id)]
+        expected = reading_order(server.events(swap_id))
         shown = rendered_seqs(page)
         if shown == expected:
             page.wait_for_timeout(1200)
-            again = [event["seq"] for event in server.events(swap_id)]
+            again = reading_order(server.events(swap_id))
             if rendered_seqs(page) == again:
-                return again
+                return sorted(again)
         assert time.monotonic() < deadline, f"rendered {shown} but the API has {expected}"
         page.wait_for_timeout(100)
