@@ -23,6 +23,8 @@ from django.conf import settings
 from cluster.models import SparkHost
 
 CONNECT_TIMEOUT = 10.0
+# Prefixed to a command that gets no input: its shell (and everything it runs) reads /dev/null.
+STDIN_CLOSED = "exec </dev/null; "
 
 
 class SshError(Exception):
@@ -141,10 +143,17 @@ class SparkConnection:
         with self._channel(timeout) as channel:
             try:
                 channel.settimeout(timeout)
-                channel.exec_command(command)
-                if stdin is not None:
+                if stdin is None:
+                    # No end-of-input is sent: it could race the server's close of a command that already ended
+                    # (paramiko builds the EOF under the channel's lock but sends it after releasing it), and OpenSSH
+                    # drops the whole connection, every other session on it included, on an EOF for a channel it has
+                    # freed. The command reads /dev/null instead.
+                    channel.exec_command(STDIN_CLOSED + command)
+                else:
+                    # The command reads its input to the end before it ends, so the EOF comes first.
+                    channel.exec_command(command)
                     channel.sendall(stdin.encode())
-                channel.shutdown_write()
+                    channel.shutdown_write()
                 stdout = _read_all(channel.makefile("rb"))
                 stderr = _read_all(channel.makefile_stderr("rb"))
                 exit_code = channel.recv_exit_status()

@@ -150,7 +150,11 @@ def test_validates_beside_a_follower_and_commands_on_the_same_pooled_connection(
     try:
         statuses, problems = _fire_validates(lambda: make_client("operate"), "pair", BURST_SECONDS)
         seen = len(ticks)
-        time.sleep(0.2)
+        # A new line within a few seconds (the remote loop prints every 20 ms; a loaded 2-core machine may stall
+        # the follower's thread for a while, but a closed channel never delivers again).
+        deadline = time.monotonic() + 5
+        while len(ticks) <= seen and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(ticks) > seen, "the follower stopped receiving lines"
     finally:
         stop.set()
@@ -222,3 +226,27 @@ def test_a_swap_reaches_ready_while_validates_run_in_parallel(sim, hosts, make_c
         pytest.xfail(f"the swap stops at the launcher check: {swap.error[:200]}")
     assert swap.state == SwapState.READY, swap.error
     _assert_within_bound(sim)
+
+
+def test_short_commands_in_a_tight_loop_never_lose_the_connection(sim, hosts):
+    """Commands that end at once, from many threads on shared connections: an end-of-input sent after the server
+    already closed a finished command's channel made OpenSSH drop the whole connection (every session on it)."""
+    worker = spark_connect(hosts[1])
+    errors: list[str] = []
+    runs = Counter()
+    deadline = time.monotonic() + 4
+
+    def loop() -> None:
+        while time.monotonic() < deadline:
+            try:
+                runs[worker.run("true", timeout=20).exit_code] += 1
+            except SshError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=loop) for _ in range(PARALLEL)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert set(runs) == {0} and runs[0] > 100, runs
