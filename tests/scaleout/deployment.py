@@ -114,7 +114,7 @@ class Deployment:
             f"""
             from cluster.models import Role, SparkHost
             from cluster.services import cluster_settings_get
-            sim = {json.dumps(self.sim.as_json())}
+            sim = json.loads({json.dumps(self.sim.as_json())!r})
             for node in sim["nodes"]:
                 SparkHost.objects.update_or_create(name=node["name"], defaults=dict(
                     address=node["host"], cluster_ip=node["ip"], ssh_port=node["port"], ssh_user=node["user"],
