@@ -110,18 +110,26 @@ def test_two_node_exec_serves_status_then_stop_leaves_no_container(real):
     port = free_port()
     nodes = nodes_arg(sim)
     options = multi_node_backend_options()
+    ray_only = "--no-ray)" not in _script()  # before 2026-03-13: Ray is the only multi-node mode
+    backend = " --distributed-executor-backend ray" if ray_only else ""
     rc, out, err = shell.run(
-        f"{LAUNCHER} -n {nodes} {options} -d exec vllm serve sim/big-model -tp 2 --port {port} --served-model-name big",
-        timeout=90,
+        f"{LAUNCHER} -n {nodes} {options} -d exec vllm serve sim/big-model -tp 2 --port {port} "
+        f"--served-model-name big{backend}",
+        timeout=120,
     )
     assert rc == 0, out + err
-    assert f"Launching worker (rank 1) on {sim.workers[0].ip}" in out
     assert wait_for(lambda: served_models(port) == ["big"], timeout=30)
     for node in sim.nodes:
         assert sim.containers(node.name) == ["vllm_node"]
-    # The worker rank runs in the worker's own container.
-    worker_runs = [r["argv"] for r in sim.records(prog="vllm", event="start") if r["node"] == sim.workers[0].name]
-    assert worker_runs and "--headless" in worker_runs[-1] and "--node-rank" in worker_runs[-1]
+    worker = sim.workers[0].name
+    if ray_only:
+        # The worker's container joined the head's Ray cluster; vLLM's second rank is a Ray worker there.
+        assert os.path.exists(os.path.join(sim.node(worker).dir, "containers", "vllm_node", "ray-started"))
+    else:
+        # The worker rank runs in the worker's own container.
+        assert f"Launching worker (rank 1) on {sim.workers[0].ip}" in out
+        worker_runs = [r["argv"] for r in sim.records(prog="vllm", event="start") if r["node"] == worker]
+        assert worker_runs and "--headless" in worker_runs[-1] and "--node-rank" in worker_runs[-1]
 
     rc, out, _ = shell.run(f"{LAUNCHER} -n {nodes} {options} status")
     assert rc == 0
