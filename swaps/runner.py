@@ -273,7 +273,7 @@ class SwapRunner:
             self._beat()
             time.sleep(0.2)
 
-    def _wait_memory_settled(self) -> None:
+    def _wait_memory_settled(self, *, cancellable: bool = True) -> None:
         # Unified memory keeps coming back for seconds after `docker stop`; vLLM's start-up check fails if we
         # launch too early. Wait for two samples a second apart within 0.5 GiB, bounded.
         deadline = time.monotonic() + MEMORY_SETTLE_MAX_SECONDS
@@ -290,7 +290,7 @@ class SwapRunner:
             if settled:
                 swap_events_append(swap=self.swap, items=[(EventKind.PROGRESS, "memory settled after stop")])
                 return
-            self._beat()
+            self._beat(cancellable=cancellable)
             time.sleep(1.0)
         swap_events_append(
             swap=self.swap, items=[(EventKind.PROGRESS, "memory still moving after 20 s; launching anyway")]
@@ -551,12 +551,13 @@ class SwapRunner:
         result = self._connection(node).run(build_container_list_command(container=self.container), timeout=20)
         return self.container in result.stdout.split()
 
-    def _beat(self) -> None:
+    def _beat(self, *, cancellable: bool = True) -> None:
+        """Keep the heartbeat (so the reaper leaves the swap alone); a requested cancel stops a cancellable step."""
         now = time.monotonic()
         if now - self.last_beat < HEARTBEAT_SECONDS:
             return
         self.last_beat = now
-        if swap_heartbeat(swap=self.swap, worker=self.worker).cancel_requested:
+        if swap_heartbeat(swap=self.swap, worker=self.worker).cancel_requested and cancellable:
             raise SwapCancelled()
 
     def _checkpoint(self) -> None:
@@ -579,8 +580,8 @@ class SwapRunner:
             if self.secrets_written:
                 remove = build_secrets_remove_command(cluster=self.cluster)
                 _on_each({name: self._connection(name) for name in self.secrets_written}, lambda c: c.run(remove))
-            self._wait_memory_settled()
-        except (SshError, SwapCancelled) as exc:
+            self._wait_memory_settled(cancellable=False)  # a cancelled swap's memory settles too
+        except SshError as exc:
             logger.warning("swap %s: could not stop the container after %s: %s", self.swap.id, why, exc)
 
     def _with_tail(self, message: str) -> str:

@@ -144,6 +144,9 @@ def test_cancel_during_loading_stops_the_container(topology, model_factory):
     swap.refresh_from_db()
     assert swap.state == SwapState.CANCELLED
     assert topology.containers(topology.head.name) == []
+    messages = _messages(swap)
+    stopping = next(i for i, m in enumerate(messages) if "cancelled: stopping the container it launched" in m)
+    assert any("memory settled" in m for m in messages[stopping:]), "a cancelled launch's memory must settle too"
 
 
 def test_dry_run_changes_nothing_on_the_nodes(topology, model_factory):
