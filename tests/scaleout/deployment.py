@@ -192,7 +192,7 @@ class Deployment:
         return self.spawn(name, [*argv, "--lifespan", "off", "--no-access-log"], port=port)
 
     def start_worker(self, name: str) -> Proc:
-        # Every queue: swaps and probe sweeps ("default") and webhook deliveries ("webhooks").
+        # Every queue (swaps, default, webhooks): two such workers compete for each task, swaps included.
         argv = ["manage.py", "db_worker", "--queue-name", "*", "--interval", "0.2", "--no-startup-delay"]
         return self.spawn(name, argv)
 
