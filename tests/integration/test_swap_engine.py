@@ -164,7 +164,7 @@ def test_dry_run_changes_nothing_on_the_nodes(topology, model_factory):
 
 
 def test_hostile_catalog_values_arrive_intact(topology, model_factory):
-    hostile = ["--chat-template", "a b 'c' \"d\" $(touch ~/pwned) `id`; x y ü {\"k\": [1]}", "--trust-remote-code"]
+    hostile = ["--chat-template", 'a b \'c\' "d" $(touch ~/pwned) `id`; x y ü {"k": [1]}', "--trust-remote-code"]
     entry = model_factory("hostile", repo="sim/tiny-model", vllm_args=hostile, served_model_name="we'ird$(x)`id`")
     swap = _run("hostile")
     assert swap.state == SwapState.READY, swap.error
