@@ -154,7 +154,12 @@ def release(node: Node, prefix: str) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "SPARKSIM_ROOT": node.root},
+            # Not a process of the container that released the memory: a container's processes are killed when it
+            # stops (found by its SPARKSIM_CID), and the release would then never complete.
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ("SPARKSIM_CID", "SPARKSIM_CONTAINER")},
+                "SPARKSIM_ROOT": node.root,
+            },
         )
 
 

@@ -132,3 +132,14 @@ def clean_slate(request):
     yield
     cluster.stop_containers()
     cluster.set_fail_mode(None)
+
+
+@pytest.fixture(scope="module")
+def memory_back_at_once(sim):
+    """Memory of a stopped model comes back at once (not over the simulator's 1.5 s): for modules whose tests
+    launch right after the previous one stopped."""
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
+    yield
+    for node in sim.nodes:
+        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)

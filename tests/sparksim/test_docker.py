@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sparksim.fake_docker import DEFAULT_IMAGE_ID
-from tests.sparksim.conftest import wait_for
+from tests.sparksim.conftest import served_models, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +202,21 @@ def test_a_node_clock_off_by_minutes_shows_in_date_and_docker_logs(sim, shell):
     finally:
         shell.run("docker stop clocked")
         sim.set_node_env(sim.head.name, "SPARKSIM_CLOCK_OFFSET", None)
+
+
+def test_a_stopped_models_memory_always_comes_all_the_way_back(sim, shell):
+    """Memory comes back gradually after vLLM exits or its container stops, finished by a helper process: it must
+    outlive the container's own processes, which die with the container (a vLLM that failed and exited, its
+    container stopped at once, was the case that left memory taken for good)."""
+    from sparksim.meminfo import read_meminfo
+
+    before = read_meminfo(sim.head.meminfo_path)["MemFree"]
+    for repo in ("sim/oom", "sim/tiny-model", "sim/oom"):
+        rc, out, err = shell.launcher(f"--solo -d exec vllm serve {repo} --served-model-name m --port {sim.vllm_port}")
+        assert rc == 0, out + err
+        if repo == "sim/oom":
+            wait_for(lambda: "CUDA out of memory" in sim.container_log(sim.head.name, "vllm_node"), timeout=20)
+        else:
+            wait_for(lambda: served_models(sim.vllm_port) == ["m"], timeout=20)
+        shell.launcher("--solo stop")
+        wait_for(lambda: read_meminfo(sim.head.meminfo_path)["MemFree"] == before, timeout=10)

@@ -10,17 +10,7 @@ import pytest
 
 from tests.sparksim.conftest import http, served_models, wait_for
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def memory_back_at_once(sim):
-    """Memory of a stopped model comes back at once here: these tests launch right after the previous one stopped."""
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
-    yield
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("memory_back_at_once")]
 
 
 def launch(sim, shell, repo: str, name: str = "m", env: str = "") -> tuple[int, str]:

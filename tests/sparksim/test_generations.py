@@ -12,18 +12,9 @@ from sparksim.fake_docker import DEFAULT_IMAGE_ID
 from sparksim.fake_launcher import GENERATIONS, write_launcher_env
 from tests.sparksim.conftest import served_models, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("memory_back_at_once")]
 
 JSON_FLAG = '--speculative-config \'{"method": "ngram", "num_speculative_tokens": 2}\''
-
-
-@pytest.fixture(scope="module", autouse=True)
-def memory_back_at_once(sim):
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
-    yield
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)
 
 
 @contextlib.contextmanager

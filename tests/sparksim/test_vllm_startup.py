@@ -10,16 +10,7 @@ from sparksim import meminfo
 from sparksim.common import Node
 from tests.sparksim.conftest import served_models, wait_for
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def memory_back_at_once(sim):
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", "0")
-    yield
-    for node in sim.nodes:
-        sim.set_node_env(node.name, "SPARKSIM_MEM_RELEASE_SECONDS", None)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("memory_back_at_once")]
 
 
 def nodes_arg(sim) -> str:
