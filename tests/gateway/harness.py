@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_REDIS_URL = os.environ.get("SPARKCONTROL_TEST_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 BOOTSTRAP = """
 import json, sys
@@ -108,13 +110,16 @@ class Deployment:
         self.data_dir = data_dir
         self.sim = sim
         data_dir.mkdir(parents=True, exist_ok=True)
+        redis.Redis.from_url(GATEWAY_REDIS_URL).flushdb()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKCONTROL_GATEWAY_")}
         self.env.update(
             {
                 "SPARKCONTROL_DATA_DIR": str(data_dir),
                 "SPARKCONTROL_ENV_FILE": str(data_dir / "none.env"),
                 "DATABASE_URL": "",
-                "REDIS_URL": "",
+                # Several serving processes on one data directory share a channel layer (serve refuses a second
+                # one without it); a database of Redis of its own, emptied first.
+                "REDIS_URL": GATEWAY_REDIS_URL,
                 "DJANGO_SETTINGS_MODULE": "sparkcontrol.settings",
                 "SPARKCONTROL_ADMIN_PASSWORD": "pw-gateway-123",
                 "SPARKCONTROL_WORKER_INTERVAL": "0.2",
