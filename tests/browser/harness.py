@@ -115,7 +115,9 @@ class Server:
         serve = ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.worker_process:
             self.spawn("web", [*serve, "--no-worker"])
-            self.spawn("worker", ["manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay"])
+            self.spawn(
+                "worker", ["manage.py", "db_worker", "--queue-name", "*", "--interval", "0.2", "--no-startup-delay"]
+            )
         else:
             self.spawn("web", serve)
         self.wait_ready()
