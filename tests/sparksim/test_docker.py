@@ -4,6 +4,7 @@ meminfo."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -210,6 +211,12 @@ def test_a_stopped_models_memory_always_comes_all_the_way_back(sim, shell):
     container stopped at once, was the case that left memory taken for good)."""
     from sparksim.meminfo import read_meminfo
 
+    def idle() -> bool:
+        state = json.loads(open(os.path.join(sim.head.dir, "mem.json")).read())
+        return not state.get("loads") and not state.get("releasing")
+
+    sim.stop_containers()
+    wait_for(idle, timeout=10)  # what earlier tests left has come back
     before = read_meminfo(sim.head.meminfo_path)["MemFree"]
     for repo in ("sim/oom", "sim/tiny-model", "sim/oom"):
         rc, out, err = shell.launcher(f"--solo -d exec vllm serve {repo} --served-model-name m --port {sim.vllm_port}")
