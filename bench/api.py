@@ -101,7 +101,7 @@ def force_release(port: int, *, token: str) -> None:
 
 def audit_mark() -> int:
     """The newest audit entry id now (lock grants after it are checked for overlaps)."""
-    from sparkcontrol.models import AuditEntry
+    from audit.models import AuditEntry
 
     return AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
@@ -109,7 +109,7 @@ def audit_mark() -> int:
 def double_grants(since_id: int) -> int:
     """Grants given while another grant was live, from the audit trail (commit order): acquire must alternate
     with release, since the TTL (60 s) is longer than the run."""
-    from sparkcontrol.models import AuditEntry
+    from audit.models import AuditEntry
 
     overlaps, held = 0, False
     actions = AuditEntry.objects.filter(

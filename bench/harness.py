@@ -98,9 +98,9 @@ class Harness:
         from django.contrib.auth import get_user_model
         from django.test import Client
 
+        from accounts.tokens import apitoken_create
         from catalog.models import ModelEntry
         from sparkcontrol.demo import sim_register
-        from sparkcontrol.tokens import apitoken_create
 
         sim_register(sim=self.sim)
         ModelEntry.objects.update_or_create(

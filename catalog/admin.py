@@ -9,11 +9,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from audit.mixins import AuditDeletesMixin
+from audit.services import audit_record
 from catalog.forms import LocalModelForm, ModelEntryForm, ModelSecretForm
 from catalog.models import ModelEntry, ModelSecret
 from catalog.services import DiskDeleteRefused, model_disk_delete
-from sparkcontrol.admin_audit import AuditDeletesMixin
-from sparkcontrol.audit import audit_record
 
 
 class SourceFilter(admin.SimpleListFilter):

@@ -9,12 +9,12 @@ from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.errors import HttpError
 
+from accounts.auth import admin_auth, read_auth
+from audit.services import audit_record
 from catalog.models import ModelEntry
 from catalog.schemas import KnobsIn, LauncherFieldsIn, ModelIn, ModelOut
 from catalog.selectors import model_container_env, model_get, model_list, model_secret_names
 from catalog.services import env_split, model_create, model_update
-from sparkcontrol.audit import audit_record
-from sparkcontrol.auth import admin_auth, read_auth
 
 router = Router(tags=["catalog"])
 

@@ -6,11 +6,11 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
+from audit.mixins import AuditDeletesMixin
+from audit.services import audit_record
 from cluster.models import ClusterSettings, Service, SparkHost
 from cluster.selectors import service_base_url, service_is_disabled
 from cluster.services import cluster_settings_get
-from sparkcontrol.admin_audit import AuditDeletesMixin
-from sparkcontrol.audit import audit_record
 
 
 class AuditedAdmin(AuditDeletesMixin, admin.ModelAdmin):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Router
 
+from accounts.auth import read_auth
 from cluster.models import SparkHost
 from cluster.schemas import EndpointOut
 from cluster.selectors import service_base_url, service_is_disabled, service_last_probe, service_list
 from cluster.services import cluster_settings_get
-from sparkcontrol.auth import read_auth
 
 router = Router(tags=["topology"])
 

@@ -49,7 +49,7 @@ from cluster.probes import (
 )
 from cluster.selectors import probe_summary, service_base_url, service_is_disabled
 from cluster.services import cluster_settings_get
-from sparkcontrol.realtime import broadcast_on_commit
+from realtime.broadcast import broadcast_on_commit
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from audit.mixins import AuditDeletesMixin
+from audit.services import audit_record
 from coordination.models import ScheduledJob, SwapLock, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from coordination.services import (
     lock_release,
@@ -24,8 +26,6 @@ from coordination.services import (
     webhook_endpoint_rotate_secret,
 )
 from coordination.webhooks import webhook_url_check, webhook_url_redacted
-from sparkcontrol.admin_audit import AuditDeletesMixin
-from sparkcontrol.audit import audit_record
 
 
 class WebhookEndpointForm(forms.ModelForm):

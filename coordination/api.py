@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from ninja import Header, Router, Status
 from ninja.errors import HttpError
 
+from accounts.auth import operate_auth, read_auth, require_force
 from coordination import clock
 from coordination.schemas import LockAcquireIn, LockGrantOut, LockHeldOut, LockStatusOut, ScheduleIn, ScheduleOut
 from coordination.selectors import lock_status, schedule_list, schedule_view
@@ -17,7 +18,6 @@ from coordination.services import (
     schedule_delete,
     schedule_upsert,
 )
-from sparkcontrol.auth import operate_auth, read_auth, require_force
 
 router = Router(tags=["coordination"])
 

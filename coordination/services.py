@@ -29,7 +29,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.transaction import TransactionManagementError
 
+from audit.services import audit_record
 from coordination import clock
+from coordination.jsonformat import OffsetJSONEncoder
 from coordination.models import (
     DeliveryStatus,
     ScheduledJob,
@@ -42,9 +44,7 @@ from coordination.models import (
 from coordination.selectors import lock_view, schedule_view
 from coordination.tasks import webhook_deliver
 from coordination.webhooks import TargetRefused, webhook_target_resolve, webhook_url_check, webhook_url_redacted
-from sparkcontrol.audit import audit_record
-from sparkcontrol.jsonformat import OffsetJSONEncoder
-from sparkcontrol.realtime import broadcast_on_commit
+from realtime.broadcast import broadcast_on_commit
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The gateway's settings, from environment variables (documented in .env.example), read once per process.
+"""The gateway's settings (settings.SPARKCONTROL_GATEWAY, parsed from the environment in settings.py), read once.
 
 Per-service caps are not here: they are `Service.max_in_flight`, edited in the admin and picked up within a second.
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-
-from sparkcontrol.env import env_bool, env_float, env_int, env_str
 
 MIB = 1024 * 1024
 
@@ -36,21 +35,21 @@ class GatewaySettings:
 
 @functools.cache
 def gateway_settings() -> GatewaySettings:
-    """The settings of this process (cached; tests clear the cache after changing the environment)."""
-    client = env_str("SPARKCONTROL_GATEWAY_HTTP_CLIENT", "aiohttp").lower()
+    """The settings of this process (cached; cleared when a test overrides settings)."""
+    conf = settings.SPARKCONTROL_GATEWAY
     return GatewaySettings(
-        open=env_bool("SPARKCONTROL_GATEWAY_OPEN", False),
-        on_demand=env_bool("SPARKCONTROL_GATEWAY_ON_DEMAND", False),
-        hold_s=env_float("SPARKCONTROL_GATEWAY_HOLD_SECONDS", 300.0, minimum=0.0, maximum=86400.0),
-        queue_wait_s=env_float("SPARKCONTROL_GATEWAY_QUEUE_SECONDS", 30.0, minimum=0.0, maximum=3600.0),
-        queue_size=env_int("SPARKCONTROL_GATEWAY_QUEUE_SIZE", 64, minimum=0, maximum=100000),
-        retry_after_s=env_int("SPARKCONTROL_GATEWAY_RETRY_AFTER", 5, minimum=1, maximum=3600),
-        max_json_bytes=env_int("SPARKCONTROL_GATEWAY_MAX_JSON_BYTES", 8 * MIB, minimum=1024),
-        max_audio_bytes=env_int("SPARKCONTROL_GATEWAY_MAX_AUDIO_BYTES", 25 * MIB, minimum=1024),
-        connect_timeout_s=env_float("SPARKCONTROL_GATEWAY_CONNECT_TIMEOUT", 5.0, minimum=0.1, maximum=600.0),
-        read_timeout_s=env_float("SPARKCONTROL_GATEWAY_READ_TIMEOUT", 600.0, minimum=1.0, maximum=86400.0),
-        tick_s=env_float("SPARKCONTROL_GATEWAY_TICK_SECONDS", 0.25, minimum=0.0, maximum=60.0),
-        http_client=client if client in ("httpx", "aiohttp") else "aiohttp",
+        open=conf["OPEN"],
+        on_demand=conf["ON_DEMAND"],
+        hold_s=conf["HOLD_SECONDS"],
+        queue_wait_s=conf["QUEUE_SECONDS"],
+        queue_size=conf["QUEUE_SIZE"],
+        retry_after_s=conf["RETRY_AFTER"],
+        max_json_bytes=conf["MAX_JSON_BYTES"],
+        max_audio_bytes=conf["MAX_AUDIO_BYTES"],
+        connect_timeout_s=conf["CONNECT_TIMEOUT"],
+        read_timeout_s=conf["READ_TIMEOUT"],
+        tick_s=conf["TICK_SECONDS"],
+        http_client=conf["HTTP_CLIENT"],
     )
 
 

@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone as django_timezone
 
+from accounts.auth import Principal
 from gateway.conf import gateway_settings
 from gateway.metrics import HELD, IN_FLIGHT, QUEUED
 from gateway.routing import (
@@ -40,7 +41,6 @@ from gateway.routing import (
     topology_load,
 )
 from gateway.upstream import Upstream, upstream_create
-from sparkcontrol.auth import Principal
 from swaps.drain import (
     LEDGER_BEAT_SECONDS,
     DrainReport,

@@ -21,15 +21,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from ninja.errors import HttpError
 
+from accounts.auth import Principal, inference_auth
+from accounts.models import TokenScope
+from accounts.tokens import token_epoch
 from cluster.models import ServiceKind
 from gateway.conf import gateway_settings
 from gateway.metrics import ERRORS, FIRST_BYTE, LATENCY, REQUESTS
 from gateway.routing import Decision, ServiceRoute, models_list
 from gateway.runtime import Lease, gateway_runtime
 from gateway.upstream import CHUNK_BYTES, UpstreamError, UpstreamResponse
-from sparkcontrol.auth import Principal, inference_auth
-from sparkcontrol.models import TokenScope
-from sparkcontrol.tokens import token_epoch
 from swaps.services import SwapRefused, swap_request
 
 logger = logging.getLogger(__name__)

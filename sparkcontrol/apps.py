@@ -2,8 +2,7 @@ from django.apps import AppConfig
 
 
 class SparkControlConfig(AppConfig):
+    """The project package: settings, URLs, serving, the dashboard. It wires the apps; no app imports it."""
+
     name = "sparkcontrol"
     verbose_name = "Spark Control"
-
-    def ready(self) -> None:
-        from sparkcontrol import logins  # noqa: F401 - connects the sign-in lockout audit

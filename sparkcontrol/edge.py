@@ -51,7 +51,7 @@ def edge_credentials_valid(authorization: str, session_key: str) -> bool:
 
     Run in a pool thread. Scopes are left to the route (403 there): the edge only keeps out the unknown.
     """
-    from sparkcontrol.tokens import apitoken_verify
+    from accounts.tokens import apitoken_verify
 
     close_old_connections()
     if authorization:

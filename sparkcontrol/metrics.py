@@ -26,8 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from sparkcontrol.models import SCOPE_RANK, TokenScope
-from sparkcontrol.tokens import apitoken_verify
+from accounts.models import SCOPE_RANK, TokenScope
+from accounts.tokens import apitoken_verify
 
 logger = logging.getLogger(__name__)
 

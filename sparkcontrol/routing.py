@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from swaps.consumers import DashboardConsumer
+from realtime.consumers import DashboardConsumer
 
 websocket_urlpatterns = [
     path("ws/swaps/", DashboardConsumer.as_asgi()),

@@ -61,6 +61,9 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "axes",  # failed sign-ins counted per user and address, lockouts in the admin (see docs/decisions)
     "sparkcontrol",
+    "accounts",
+    "audit",
+    "realtime",
     "catalog",
     "cluster",
     "swaps",
@@ -223,4 +226,23 @@ SPARKCONTROL = {
     "QUEUED_STALE_SECONDS": env_int("SPARKCONTROL_QUEUED_STALE_SECONDS", 300, minimum=5),
     # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
+    # How long a swap waits for the gateway's in-flight requests to the outgoing model to finish.
+    "GATEWAY_DRAIN_SECONDS": env_float("SPARKCONTROL_GATEWAY_DRAIN_SECONDS", 30.0, minimum=0.0, maximum=3600.0),
+}
+
+# The /v1 gateway (read by gateway/conf.py; per-service caps are `Service.max_in_flight`, edited in the admin).
+_GATEWAY_CLIENT = env_str("SPARKCONTROL_GATEWAY_HTTP_CLIENT", "aiohttp").lower()
+SPARKCONTROL_GATEWAY = {
+    "OPEN": env_bool("SPARKCONTROL_GATEWAY_OPEN", False),
+    "ON_DEMAND": env_bool("SPARKCONTROL_GATEWAY_ON_DEMAND", False),
+    "HOLD_SECONDS": env_float("SPARKCONTROL_GATEWAY_HOLD_SECONDS", 300.0, minimum=0.0, maximum=86400.0),
+    "QUEUE_SECONDS": env_float("SPARKCONTROL_GATEWAY_QUEUE_SECONDS", 30.0, minimum=0.0, maximum=3600.0),
+    "QUEUE_SIZE": env_int("SPARKCONTROL_GATEWAY_QUEUE_SIZE", 64, minimum=0, maximum=100000),
+    "RETRY_AFTER": env_int("SPARKCONTROL_GATEWAY_RETRY_AFTER", 5, minimum=1, maximum=3600),
+    "MAX_JSON_BYTES": env_int("SPARKCONTROL_GATEWAY_MAX_JSON_BYTES", 8 * 1024 * 1024, minimum=1024),
+    "MAX_AUDIO_BYTES": env_int("SPARKCONTROL_GATEWAY_MAX_AUDIO_BYTES", 25 * 1024 * 1024, minimum=1024),
+    "CONNECT_TIMEOUT": env_float("SPARKCONTROL_GATEWAY_CONNECT_TIMEOUT", 5.0, minimum=0.1, maximum=600.0),
+    "READ_TIMEOUT": env_float("SPARKCONTROL_GATEWAY_READ_TIMEOUT", 600.0, minimum=1.0, maximum=86400.0),
+    "TICK_SECONDS": env_float("SPARKCONTROL_GATEWAY_TICK_SECONDS", 0.25, minimum=0.0, maximum=60.0),
+    "HTTP_CLIENT": _GATEWAY_CLIENT if _GATEWAY_CLIENT in ("httpx", "aiohttp") else "aiohttp",
 }

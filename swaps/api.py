@@ -14,11 +14,11 @@ from django.utils.dateparse import parse_datetime
 from ninja import Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
+from accounts.auth import admin_auth, operate_auth, read_auth, require_force
 from catalog.selectors import model_get
 from catalog.services import DiskDeleteRefused
 from cluster.services import cluster_settings_get
 from coordination.selectors import lock_status
-from sparkcontrol.auth import admin_auth, operate_auth, read_auth, require_force
 from swaps.preflight import preflight_run
 from swaps.schemas import EventOut, StatusOut, SwapIn, SwapOut, ValidateOut
 from swaps.secrets import swap_secrets

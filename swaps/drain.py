@@ -31,7 +31,6 @@ from django.db import DatabaseError
 from django.dispatch import Signal
 from django.utils import timezone
 
-from sparkcontrol.env import env_float
 from swaps.models import EventKind, GatewayLedger, ServingState, Swap, SwapState
 from swaps.services import swap_events_append
 
@@ -64,11 +63,9 @@ def ledger_process_id() -> str:
 
 
 def drain_timeout_s() -> float:
-    """How long a swap waits for the gateway to drain (settings.SPARKCONTROL or SPARKCONTROL_GATEWAY_DRAIN_SECONDS)."""
+    """How long a swap waits for the gateway to drain (settings.SPARKCONTROL["GATEWAY_DRAIN_SECONDS"])."""
     configured = getattr(settings, "SPARKCONTROL", {}).get("GATEWAY_DRAIN_SECONDS")
-    if configured is not None:
-        return float(configured)
-    return env_float("SPARKCONTROL_GATEWAY_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, minimum=0.0, maximum=3600.0)
+    return DEFAULT_DRAIN_SECONDS if configured is None else float(configured)
 
 
 def ledger_publish(*, report: DrainReport) -> None:

@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from audit.services import audit_record
 from catalog.models import ModelEntry
 from catalog.selectors import model_get
 from cluster.models import Service
-from sparkcontrol.audit import audit_record
-from sparkcontrol.realtime import broadcast_on_commit
+from realtime.broadcast import broadcast_on_commit
 from swaps.models import ACTIVE_STATES, EventKind, ServingState, Swap, SwapEvent, SwapState
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from accounts.tokens import apitoken_create
 from catalog.models import ModelEntry
-from sparkcontrol.tokens import apitoken_create
 
 
 class ApiClient:

@@ -71,8 +71,8 @@ def _change_form_data(entry, **overrides):
 
 
 def test_change_form_edits_lists_env_and_secrets_as_text(staff_client, model_factory):
+    from audit.models import AuditEntry
     from catalog.selectors import model_secrets
-    from sparkcontrol.models import AuditEntry
 
     entry = model_factory("tiny")
     url = f"/admin/catalog/modelentry/{entry.pk}/change/"

@@ -1,7 +1,7 @@
 import pytest
 
+from audit.models import AuditEntry
 from catalog.models import ModelEntry
-from sparkcontrol.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 

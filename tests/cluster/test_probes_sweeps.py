@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from cluster.models import EngineSample, ProbeResult, Service, ServiceStatus, SweepKind
 from cluster.selectors import service_last_probe, service_probe_history
 from cluster.sweeps import sweep_connectivity, sweep_deep, sweep_status
-from sparkcontrol.realtime import DASHBOARD_GROUP
+from realtime.broadcast import DASHBOARD_GROUP
 
 pytestmark = pytest.mark.django_db
 T = 1.0

@@ -25,6 +25,10 @@ from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
+from accounts.models import APIToken  # noqa: E402
+from accounts.tokens import apitoken_create  # noqa: E402
+from audit.models import AuditEntry  # noqa: E402
+from audit.services import audit_record  # noqa: E402
 from coordination.models import SwapLock, WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
 from coordination.services import (  # noqa: E402
     LockHeld,
@@ -34,9 +38,6 @@ from coordination.services import (  # noqa: E402
     webhook_endpoint_create,
     webhooks_enqueue,
 )
-from sparkcontrol.audit import audit_record  # noqa: E402
-from sparkcontrol.models import APIToken, AuditEntry  # noqa: E402
-from sparkcontrol.tokens import apitoken_create  # noqa: E402
 from sparkcontrol.worker import WakeableWorker  # noqa: E402
 from tests.coordination.receiver import serve_receiver  # noqa: E402
 

@@ -14,10 +14,10 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
+from audit.models import AuditEntry
 from coordination.models import SwapLock
 from coordination.services import LockHeld, lock_acquire, lock_gate
-from sparkcontrol.models import AuditEntry
-from sparkcontrol.realtime import DASHBOARD_GROUP
+from realtime.broadcast import DASHBOARD_GROUP
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordination.models import ScheduledJob
-from sparkcontrol.realtime import DASHBOARD_GROUP
+from realtime.broadcast import DASHBOARD_GROUP
 
 pytestmark = pytest.mark.django_db
 

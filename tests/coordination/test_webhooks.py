@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from audit.models import AuditEntry
 from coordination.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from coordination.services import (
     DEFAULT_WEBHOOK_BACKOFF_S,
@@ -28,7 +29,6 @@ from coordination.services import (
     webhooks_enqueue,
 )
 from coordination.tasks import webhook_deliver
-from sparkcontrol.models import AuditEntry
 from tests.coordination.scratch import run_scenario
 
 pytestmark = pytest.mark.django_db

@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from catalog.models import ModelEntry
 from cluster.services import services_sync
 from sparkcontrol.demo import sim_register
-from sparkcontrol.tokens import apitoken_create
+from accounts.tokens import apitoken_create
 spec = json.loads(sys.argv[1])
 data = json.loads(open(spec["cluster_json"]).read())
 sim_register(sim=SimpleNamespace(

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.test import Client
 
-from sparkcontrol.tokens import apitoken_create
+from accounts.tokens import apitoken_create
 
 pytestmark = pytest.mark.django_db
 

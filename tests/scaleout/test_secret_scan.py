@@ -124,7 +124,7 @@ def test_no_secret_in_logs_events_audit_rows_or_argv_after_a_full_run(deployment
     places["websocket messages"] = websocket_text
     places.update({f"table {table}": text for table, text in tables.items()})
     places.update({f"sparksim {path}": text for path, text in sim_texts(sim.root).items()})
-    assert any("swap.request" in text for place, text in places.items() if place == "table sparkcontrol_auditentry")
+    assert any("swap.request" in text for place, text in places.items() if place == "table audit_auditentry")
     assert any("launch-cluster.sh" in text for place, text in places.items() if place.endswith("record.jsonl"))
 
     leaks = [
@@ -136,7 +136,7 @@ def test_no_secret_in_logs_events_audit_rows_or_argv_after_a_full_run(deployment
     assert leaks == []
     # The one table allowed to keep a secret does keep it: the scan would have seen a leak there.
     assert secret in places["table coordination_webhookendpoint"]
-    assert "scan-cron" in places["table sparkcontrol_auditentry"]
+    assert "scan-cron" in places["table audit_auditentry"]
 
 
 def environ(pid: int) -> bytes:

@@ -10,10 +10,11 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from accounts.models import APIToken
+from audit.models import AuditEntry
 from catalog.models import ModelEntry
 from cluster.models import SparkHost
 from coordination.models import WebhookEndpoint
-from sparkcontrol.models import APIToken, AuditEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -126,7 +127,7 @@ def test_webhook_secret_rotation_and_tokens_are_audited_without_their_secrets(st
     plain = out.getvalue().strip().splitlines()[-1]
     token = APIToken.objects.get(name="cron")
     revoked = staff_client.post(
-        "/admin/sparkcontrol/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True
+        "/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True
     )
     assert revoked.status_code == 200
 
@@ -143,7 +144,7 @@ def test_the_admin_lists_and_filters_the_trail(staff_client, operator, model_fac
     call_command("webhook", "add", "http://receiver.example:9000/hook", stdout=StringIO())
 
     def listed(query: str) -> str:
-        response = staff_client.get(f"/admin/sparkcontrol/auditentry/{query}")
+        response = staff_client.get(f"/admin/audit/auditentry/{query}")
         assert response.status_code == 200
         page = response.content.decode()
         start = page.index('id="result_list"')
@@ -161,10 +162,10 @@ def test_the_admin_lists_and_filters_the_trail(staff_client, operator, model_fac
     assert "webhook.add" in searched and "lock.acquire" not in searched
     assert "lock.acquire" in listed("?action=lock.acquire") and "webhook.add" not in listed("?action=lock.acquire")
 
-    detail = staff_client.get(f"/admin/sparkcontrol/auditentry/{entry('lock.acquire').pk}/change/")
+    detail = staff_client.get(f"/admin/audit/auditentry/{entry('lock.acquire').pk}/change/")
     assert detail.status_code == 200 and "nightly" in detail.content.decode()
     # Read-only: nothing can be added, changed or deleted, even by a superuser.
-    assert staff_client.get("/admin/sparkcontrol/auditentry/add/").status_code == 403
+    assert staff_client.get("/admin/audit/auditentry/add/").status_code == 403
     pk = entry("lock.acquire").pk
-    assert staff_client.post(f"/admin/sparkcontrol/auditentry/{pk}/delete/", {"post": "yes"}).status_code == 403
+    assert staff_client.post(f"/admin/audit/auditentry/{pk}/delete/", {"post": "yes"}).status_code == 403
     assert AuditEntry.objects.filter(pk=pk).exists()

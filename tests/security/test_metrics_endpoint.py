@@ -10,11 +10,11 @@ from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts.tokens import apitoken_create
 from cluster.models import ProbeStatus, Service, ServiceStatus
 from cluster.services import cluster_settings_get
 from coordination.models import DeliveryStatus, SwapLock, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from sparkcontrol import metrics
-from sparkcontrol.tokens import apitoken_create
 from swaps.models import ServingState, Swap, SwapState
 
 pytestmark = pytest.mark.django_db

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from sparkcontrol.tokens import apitoken_create
+from accounts.tokens import apitoken_create
 
 EXAMPLES = 25
 FUZZ = settings(

@@ -18,9 +18,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import APIToken
+from accounts.tokens import EPOCH_KEY, apitoken_create, apitoken_revoke, token_epoch
 from gateway.runtime import gateway_runtime
-from sparkcontrol.models import APIToken
-from sparkcontrol.tokens import EPOCH_KEY, apitoken_create, apitoken_revoke, token_epoch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from django.contrib.admin.models import LogEntry
 from django.core.exceptions import ValidationError
 from django.test import Client
 
+from audit.models import AuditEntry
 from coordination.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from coordination.services import webhook_attempt, webhook_endpoint_create, webhooks_enqueue
 from coordination.webhooks import webhook_url_redacted
-from sparkcontrol.models import AuditEntry
 from tests.coordination.receiver import serve_receiver
 
 SWAP = {"id": "s1", "model": "tiny", "state": "ready"}

@@ -123,8 +123,8 @@ def test_a_push_made_by_a_sync_view_runs_on_the_serving_loop(monkeypatch):
     the push must run there (not on a throw-away loop of its own, which would also touch them from another thread)."""
     from channels.layers import get_channel_layer
 
+    from accounts.tokens import apitoken_create
     from sparkcontrol.serving import serving_application
-    from sparkcontrol.tokens import apitoken_create
 
     _, token = apitoken_create(name="serving-push", scope="operate")
     application = serving_application(threads=2)

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
+from audit.models import AuditEntry
 from coordination.services import lock_acquire
-from sparkcontrol.models import AuditEntry
 from swaps.models import Swap, SwapState
 from swaps.services import swap_finish
 

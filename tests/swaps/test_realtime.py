@@ -9,8 +9,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.test import AsyncClient
 
-from sparkcontrol.realtime import broadcast_now
-from swaps.consumers import DashboardConsumer
+from realtime.broadcast import broadcast_now
+from realtime.consumers import DashboardConsumer
 from swaps.models import SwapState
 from swaps.services import swap_events_append, swap_finish, swap_request
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.services import audit_record
 from catalog.recipes import catalog_import_recipes
 from catalog.services import CatalogImportError, ImportReport, catalog_export, catalog_import, catalog_parse_yaml
-from sparkcontrol.audit import audit_record
 
 
 class Command(BaseCommand):

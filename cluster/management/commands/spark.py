@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.services import audit_record
 from cluster.models import SparkHost
 from cluster.ssh import fetch_host_key, fingerprint
-from sparkcontrol.audit import audit_record
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from sparkcontrol.models import AuditEntry
+from audit.models import AuditEntry
 
 FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # the throttle is under test, not the hashing
 PAGES = ["/login/", "/admin/login/"]

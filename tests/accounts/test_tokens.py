@@ -3,8 +3,8 @@ import hashlib
 import pytest
 from django.core.management import call_command
 
-from sparkcontrol.models import APIToken
-from sparkcontrol.tokens import apitoken_create, apitoken_revoke, apitoken_verify
+from accounts.models import APIToken
+from accounts.tokens import apitoken_create, apitoken_revoke, apitoken_verify
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def test_only_the_hash_is_stored():
 def test_wrong_tokens_fail(monkeypatch):
     _, plain = apitoken_create(name="cron", scope="operate")
     calls = []
-    import sparkcontrol.tokens as tokens
+    import accounts.tokens as tokens
 
     real = tokens.hmac.compare_digest
     monkeypatch.setattr(tokens.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparkcontrol.models import AuditEntry
+from audit.models import AuditEntry
 
 _SECRET_WORDS = ("token", "secret", "password", "authorization")
 

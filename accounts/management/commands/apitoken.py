@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from sparkcontrol.audit import audit_record
-from sparkcontrol.models import APIToken, TokenScope
-from sparkcontrol.tokens import apitoken_create, apitoken_revoke
+from accounts.models import APIToken, TokenScope
+from accounts.tokens import apitoken_create, apitoken_revoke
+from audit.services import audit_record
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

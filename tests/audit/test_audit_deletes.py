@@ -2,9 +2,9 @@
 
 import pytest
 
+from accounts.tokens import apitoken_create
+from audit.models import AuditEntry
 from cluster.models import SparkHost
-from sparkcontrol.models import AuditEntry
-from sparkcontrol.tokens import apitoken_create
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +16,7 @@ def test_delete_selected_is_audited_per_object(staff_client, model_factory):
     for url, pks in (
         ("/admin/catalog/modelentry/", [a.pk, b.pk]),
         ("/admin/cluster/sparkhost/", [host.pk]),
-        ("/admin/sparkcontrol/apitoken/", [token.pk]),
+        ("/admin/accounts/apitoken/", [token.pk]),
     ):
         response = staff_client.post(url, {"action": "delete_selected", "_selected_action": pks, "post": "yes"})
         assert response.status_code == 302, url

@@ -14,8 +14,8 @@ from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
 
-from sparkcontrol.models import SCOPE_RANK, TokenScope
-from sparkcontrol.tokens import UNKNOWN, apitoken_check
+from accounts.models import SCOPE_RANK, TokenScope
+from accounts.tokens import UNKNOWN, apitoken_check
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 

@@ -8,7 +8,7 @@ from axes.signals import user_locked_out
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from sparkcontrol.audit import audit_record
+from audit.services import audit_record
 
 
 @receiver(user_locked_out)

@@ -6,7 +6,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from sparkcontrol.realtime import DASHBOARD_GROUP
+from realtime.broadcast import DASHBOARD_GROUP
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):

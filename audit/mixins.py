@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-from sparkcontrol.audit import audit_record
+from audit.services import audit_record
 
 
 class AuditDeletesMixin:

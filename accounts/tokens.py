@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sparkcontrol.models import APIToken, TokenScope
+from accounts.models import APIToken, TokenScope
 
 logger = logging.getLogger(__name__)
 
