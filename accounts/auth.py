@@ -7,15 +7,19 @@ methods). No credentials gives 401 "authentication required"; a token that is no
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
 
 from accounts.models import SCOPE_RANK, TokenScope
-from accounts.tokens import UNKNOWN, apitoken_check
+from accounts.tokens import UNKNOWN, apitoken_check, token_epoch
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -40,6 +44,78 @@ class Principal:
         return SCOPE_RANK.get(self.scope, 0) >= SCOPE_RANK[scope]
 
 
+class VerifiedTokens:
+    """Bearer tokens this process verified in the last few seconds, so a busy client costs no query per request.
+
+    Keyed by the SHA-256 of the header (never the token). An entry is trusted only while the revocation epoch read
+    *before* it was verified is unchanged (`accounts.tokens.token_epoch`: a revocation, deletion or expiry change
+    anywhere changes it at once) and the token has not expired; without a shared epoch nothing is cached.
+    """
+
+    SECONDS = 5.0
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[Principal, float, str]] = {}
+
+    @staticmethod
+    def _key(header: str) -> str:
+        return hashlib.sha256(header.encode()).hexdigest()
+
+    def get(self, header: str, epoch: str) -> Principal | None:
+        """The cached principal for this header under this epoch, or None."""
+        if not epoch:
+            return None
+        with self._lock:
+            hit = self._entries.get(self._key(header))
+        if hit is None:
+            return None
+        principal, deadline, cached_epoch = hit
+        if deadline < time.monotonic() or cached_epoch != epoch:
+            return None
+        if principal.expires_at is not None and principal.expires_at <= timezone.now():
+            return None
+        return principal
+
+    def remember(self, header: str, principal: Principal, epoch: str) -> None:
+        """Keep a token verified under `epoch` (read before verifying, so a revocation in between shows)."""
+        if not epoch:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[self._key(header)] = (principal, time.monotonic() + self.SECONDS, epoch)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+verified_tokens = VerifiedTokens()
+
+
+def bearer_principal(header: str) -> Principal:
+    """The principal of an `Authorization: Bearer …` header; CredentialsRefused saying why it is not valid."""
+    kind, _, value = header.partition(" ")
+    if kind.lower() != "bearer" or not value.strip():
+        raise CredentialsRefused(f"{UNKNOWN}: send 'Authorization: Bearer <token>'")
+    epoch = token_epoch()  # before verifying: a revocation committed after this read changes the key's epoch
+    cached = verified_tokens.get(header, epoch)
+    if cached is not None:
+        return cached
+    token, problem = apitoken_check(plain=value.strip())
+    if token is None:
+        raise CredentialsRefused(problem)
+    principal = Principal(name=f"token:{token.name}", scope=token.scope, via="token", expires_at=token.expires_at)
+    verified_tokens.remember(header, principal, epoch)
+    return principal
+
+
 class CredentialsRefused(Exception):
     """A bearer token was sent but is not valid; the message says why, for the 401."""
 
@@ -56,13 +132,7 @@ def _principal(request: HttpRequest) -> Principal | None:
     """The caller; None without credentials; CredentialsRefused when a bearer token is sent but not valid."""
     header = request.headers.get("Authorization", "")
     if header:
-        kind, _, value = header.partition(" ")
-        if kind.lower() != "bearer" or not value.strip():
-            raise CredentialsRefused(f"{UNKNOWN}: send 'Authorization: Bearer <token>'")
-        token, problem = apitoken_check(plain=value.strip())
-        if token is None:
-            raise CredentialsRefused(problem)
-        return Principal(name=f"token:{token.name}", scope=token.scope, via="token", expires_at=token.expires_at)
+        return bearer_principal(header)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not user.is_active:
         return None

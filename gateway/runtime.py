@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
 import logging
 import threading
 import time
@@ -24,9 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections
-from django.utils import timezone as django_timezone
 
-from accounts.auth import Principal
 from gateway.conf import gateway_settings
 from gateway.metrics import HELD, IN_FLIGHT, QUEUED
 from gateway.routing import (
@@ -61,8 +58,6 @@ CONNECTION_RECYCLE_SECONDS = 30.0
 HOLD_POLL_SECONDS = 0.25
 # A verified inference token is trusted for this long without a database read: a revoked token stops working
 # within this many seconds on the gateway (at once on the API).
-AUTH_CACHE_SECONDS = 5.0
-AUTH_CACHE_MAX = 4096
 
 
 class _Waiter:
@@ -128,7 +123,6 @@ class Gateway:
         self.wake = threading.Event()
         self.published: tuple[dict[str, int], str | None] | None = None
         self.published_at = 0.0
-        self.auth_cache: dict[str, tuple[Principal, float, str]] = {}
 
     # --- snapshots -----------------------------------------------------------------------------------------------
     def refresh(self, *, full: bool = False) -> None:
@@ -435,32 +429,6 @@ class Gateway:
         return client
 
     # --- credentials ---------------------------------------------------------------------------------------------
-    def auth_cached(self, header: str, epoch: str) -> Principal | None:
-        """A bearer token verified less than AUTH_CACHE_SECONDS ago (keyed by its hash, never the token), while no
-        token has been revoked anywhere since (the revocation epoch read before verifying is unchanged) and it has
-        not expired."""
-        key = hashlib.sha256(header.encode()).hexdigest()
-        with self.lock:
-            hit = self.auth_cache.get(key)
-        if hit is None or not epoch:
-            return None
-        principal, deadline, cached_epoch = hit
-        if deadline < time.monotonic() or cached_epoch != epoch:
-            return None
-        if principal.expires_at is not None and principal.expires_at <= django_timezone.now():
-            return None
-        return principal
-
-    def auth_remember(self, header: str, principal: Principal, epoch: str) -> None:
-        """Cache a verified token under the epoch read *before* it was verified (a revocation in between shows)."""
-        if not epoch:
-            return
-        key = hashlib.sha256(header.encode()).hexdigest()
-        with self.lock:
-            if len(self.auth_cache) >= AUTH_CACHE_MAX:
-                self.auth_cache.clear()
-            self.auth_cache[key] = (principal, time.monotonic() + AUTH_CACHE_SECONDS, epoch)
-
     # --- reading -------------------------------------------------------------------------------------------------
     def in_flight(self) -> dict[str, Any]:
         """Counts for tests and the status page: by service, by head-vLLM model key, waiting and held."""

@@ -18,9 +18,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from accounts.auth import verified_tokens
 from accounts.models import APIToken
 from accounts.tokens import EPOCH_KEY, apitoken_create, apitoken_revoke, token_epoch
-from gateway.runtime import gateway_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def _models(token: str | None) -> tuple[int, dict]:
 def _cached(token: str) -> None:
     assert _models(token)[0] == 200
     assert _models(token)[0] == 200
-    assert gateway_runtime().auth_cache, "the gateway did not cache the verified token"
+    assert len(verified_tokens), "the gateway did not cache the verified token"
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -51,9 +51,9 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def empty_cache():  # type: ignore[no-untyped-def]
-    gateway_runtime().auth_cache.clear()
+    verified_tokens.clear()
     yield
-    gateway_runtime().auth_cache.clear()
+    verified_tokens.clear()
 
 
 def test_a_revoked_token_is_refused_at_once_by_the_process_that_cached_it():
@@ -82,7 +82,7 @@ def test_with_redis_a_revocation_elsewhere_reaches_every_process(settings, tmp_p
     before = token_epoch()
     server.incr(EPOCH_KEY)  # what another web process's revocation does
     assert token_epoch() != before
-    assert gateway_runtime().auth_cached(f"Bearer {plain}", token_epoch()) is None
+    assert verified_tokens.get(f"Bearer {plain}", token_epoch()) is None
     if connection.vendor == "sqlite":
         # A revoking process on another machine: shares Redis and the database, not the data directory.
         done = _manage("apitoken", "revoke", "app", REDIS_URL=REDIS_URL, SPARKCONTROL_DATA_DIR=str(tmp_path))
@@ -135,3 +135,22 @@ def test_apitoken_create_expires_in():
     assert abs((expires - timezone.now()) - timedelta(days=30)) < timedelta(minutes=1)
     with pytest.raises(CommandError, match="expires-in"):
         call_command("apitoken", "create", "bad", "--expires-in", "30x")
+
+
+def _lock(token: str) -> int:
+    return Client().get("/api/swap/lock", headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+def test_the_api_caches_a_verified_token_and_still_refuses_it_at_once_when_revoked():
+    _, plain = apitoken_create(name="cron", scope="read")
+    assert _lock(plain) == 200
+    assert verified_tokens.get(f"Bearer {plain}", token_epoch()) is not None, "the API did not cache the token"
+    assert apitoken_revoke(name="cron")
+    assert _lock(plain) == 401
+
+
+def test_a_cached_token_is_refused_once_it_expires():
+    _, plain = apitoken_create(name="short", scope="read", expires_at=timezone.now() + timedelta(seconds=1))
+    assert _lock(plain) == 200
+    time.sleep(1.2)
+    assert _lock(plain) == 401
