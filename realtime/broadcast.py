@@ -1,11 +1,13 @@
 """Pushing messages to every open dashboard, after the transaction that produced them commits.
 
 All dashboards subscribe to one Channels group; messages carry a `kind` (swap_event, swap, lock, schedule,
-probe) and the same shape the REST API returns, so a client can always resync from the API.
+probe) and the same shape the REST API returns, so a client can always resync from the API. A message is turned
+into JSON text once, here, and that text goes to every socket of the group (not one encoding per socket).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -24,7 +26,8 @@ def broadcast_now(message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.message", "message": message})
+        text = json.dumps(message)
+        async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.message", "text": text})
     except Exception:  # noqa: BLE001 - a push is a copy of committed state; losing one must not fail the writer
         logger.exception("could not push a %s message to dashboards", message.get("kind"))
 

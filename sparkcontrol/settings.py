@@ -132,7 +132,7 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.SharedMessageInMemoryChannelLayer"}}
 
 # "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
 # rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
