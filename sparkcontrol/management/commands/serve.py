@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from commandline.base import OperatorCommand
 from sparkcontrol.firstrun import admin_ensure, migrate_serialised
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Serving:
         return f"Dashboard: http://{shown}:{self.port}/   Admin: http://{shown}:{self.port}/admin/"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Migrate, create the first admin if needed, then serve HTTP + websockets and run the task worker."
 
     def add_arguments(self, parser: CommandParser) -> None:
