@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import CommandError, ManagementUtility, call_command, get_commands
+from django.core.management import CommandError, call_command, get_commands
 
 from commandline.base import OperatorCommand
+from tests.commandline.shell import manage
 
 pytestmark = pytest.mark.django_db
 
-# Commands of other origins: Django's and contrib's, and `apitoken` (its parser is its own).
+
+# The apps' operator commands (Django's own are not on the base, nor, yet, `apitoken`).
 OPERATOR_COMMANDS = [
     "catalog",
     "lock",
@@ -25,19 +25,6 @@ OPERATOR_COMMANDS = [
     "swaps",
     "webhook",
 ]
-
-
-def manage(*argv: str, monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    """Run `manage.py ARGV` the way the shell does (argument parsing, error printing, exit code)."""
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    monkeypatch.setattr("django.db.connections.close_all", lambda: None)  # the test database outlives the command
-    code = 0
-    try:
-        ManagementUtility(["manage.py", *argv]).execute()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD_ARGUMENTS = [
