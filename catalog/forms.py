@@ -11,16 +11,25 @@ from django.core.exceptions import ValidationError
 from catalog.models import ModelEntry, ModelSecret
 
 
-class LineListField(forms.CharField):
-    """A list of strings edited as a textarea, one item per line; blank lines are dropped and nothing else changes,
-    so a list without empty items round-trips exactly."""
-
-    widget = forms.Textarea(attrs={"rows": 5, "cols": 60, "spellcheck": "false", "class": "sc-mono"})
+class _LinesField(forms.CharField):
+    """A value edited as lines of a textarea, kept as typed (not stripped) and optional."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
         kwargs.setdefault("strip", False)
         super().__init__(**kwargs)
+
+    def lines(self, value: Any) -> list[str]:
+        """The submitted text's lines, whichever line ends the browser sent."""
+        text = super().to_python(value) or ""
+        return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+class LineListField(_LinesField):
+    """A list of strings edited as a textarea, one item per line; blank lines are dropped and nothing else changes,
+    so a list without empty items round-trips exactly."""
+
+    widget = forms.Textarea(attrs={"rows": 5, "cols": 60, "spellcheck": "false", "class": "sc-mono"})
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -30,22 +39,16 @@ class LineListField(forms.CharField):
     def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
         if isinstance(value, list):
             return value
-        text = super().to_python(value) or ""
-        return [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
+        return [line for line in self.lines(value) if line.strip()]
 
     def has_changed(self, initial: Any, data: Any) -> bool:
         return self.to_python(self.prepare_value(initial) or "") != self.to_python(data)
 
 
-class EnvLinesField(forms.CharField):
+class EnvLinesField(_LinesField):
     """A mapping {NAME: value} edited as `NAME=value` lines (the value is everything after the first `=`)."""
 
     widget = forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false", "class": "sc-mono"})
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("required", False)
-        kwargs.setdefault("strip", False)
-        super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -55,10 +58,9 @@ class EnvLinesField(forms.CharField):
     def to_python(self, value: Any) -> dict[str, str]:  # type: ignore[override]
         if isinstance(value, dict):
             return value
-        text = super().to_python(value) or ""
         result: dict[str, str] = {}
         problems: list[str] = []
-        for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        for number, line in enumerate(self.lines(value), start=1):
             if not line.strip():
                 continue
             name, equals, item = line.partition("=")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import BaseValidator, MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+
+
+def _between(low: float, high: float) -> list[BaseValidator]:
+    """The validators of a number setting that must lie within [low, high]."""
+    return [MinValueValidator(low), MaxValueValidator(high)]
 
 
 class Role(models.TextChoices):
@@ -28,7 +33,7 @@ class SparkHost(models.Model):
     cluster_ip = models.GenericIPAddressField(
         null=True, blank=True, help_text="IP in the launcher's node list (-n); blank: the address."
     )
-    ssh_port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    ssh_port = models.PositiveIntegerField(default=22, validators=_between(1, 65535))
     ssh_user = models.CharField(max_length=64, default="root")
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.HEAD)
     key_path = models.CharField(max_length=1024, blank=True, help_text="Private key file; blank: SPARKCONTROL_SSH_KEY.")
@@ -59,7 +64,7 @@ class ClusterSettings(models.Model):
         "vLLM port",
         null=True,
         blank=True,
-        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        validators=_between(1, 65535),
         help_text="Blank: 8888.",
     )
     vllm_container = models.CharField(
@@ -77,36 +82,36 @@ class ClusterSettings(models.Model):
     swap_timeout_s = models.PositiveIntegerField("swap timeout (s)", default=1800, validators=[MinValueValidator(10)])
     hf_home = models.CharField("HF home", max_length=1024, blank=True, help_text="Blank: ~/.cache/huggingface.")
     probe_status_interval_s = models.PositiveIntegerField(
-        "status sweep every (s)", default=15, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+        "status sweep every (s)", default=15, validators=_between(1, 86400)
     )
     probe_deep_interval_s = models.PositiveIntegerField(
-        "deep health sweep every (s)", default=300, validators=[MinValueValidator(10), MaxValueValidator(86400)]
+        "deep health sweep every (s)", default=300, validators=_between(10, 86400)
     )
     probe_connectivity_interval_s = models.PositiveIntegerField(
-        "connectivity sweep every (s)", default=60, validators=[MinValueValidator(5), MaxValueValidator(86400)]
+        "connectivity sweep every (s)", default=60, validators=_between(5, 86400)
     )
     probe_timeout_s = models.FloatField(
         "probe timeout (s)",
         default=5.0,
-        validators=[MinValueValidator(0.1), MaxValueValidator(120)],
+        validators=_between(0.1, 120),
         help_text="Overall deadline of one status or connectivity probe.",
     )
     probe_deep_timeout_s = models.FloatField(
         "deep probe timeout (s)",
         default=15.0,
-        validators=[MinValueValidator(0.1), MaxValueValidator(600)],
+        validators=_between(0.1, 600),
         help_text="Overall deadline of one deep probe (a one-token completion, an embedding, a synthesis...).",
     )
     engine_wedged_after_s = models.PositiveIntegerField(
         "engine wedged after (s)",
         default=60,
-        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        validators=_between(1, 86400),
         help_text="vLLM is degraded when requests run but no token is generated for this long.",
     )
     probe_history = models.PositiveIntegerField(
         "probe history kept",
         default=100,
-        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        validators=_between(1, 10000),
         help_text="Results kept per service and sweep kind; older ones are pruned on write.",
     )
 
@@ -154,7 +159,7 @@ class Service(models.Model):
     port = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        validators=_between(1, 65535),
         help_text="Blank for the head vLLM: the cluster's vLLM port.",
     )
     health_path = models.CharField(max_length=256, blank=True)

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import anyio._backends._asyncio  # noqa: F401 - imported up front: the first sweep must not pay imports in its deadline
@@ -281,72 +281,6 @@ async def probe_vllm_metrics(client: httpx.AsyncClient, base_url: str, *, timeou
         return None
 
 
-async def probe_embeddings(
-    client: httpx.AsyncClient,
-    base_url: str,
-    *,
-    models: Sequence[str] = (),
-    health_path: str = "",
-    timeout: float,
-    deep: bool = False,
-) -> ProbeOutcome:
-    """OpenAI-style embeddings: the health path (default `/v1/models`); deep: one `POST /v1/embeddings`."""
-
-    async def work(progress: _Progress) -> tuple[str, str]:
-        path = health_path or "/v1/models"
-        response, failure = await _get_ok(client, progress, base_url, path)
-        if failure:
-            return failure
-        if not deep:
-            return UP, f"GET {path}: 200"
-        model = models[0] if models else None
-        if model is None:
-            names = _model_ids(_json(response)) if path == "/v1/models" else []
-            if not names:
-                names, failure = await _served_models(client, progress, base_url)
-                if failure:
-                    return failure
-            model = names[0]
-        progress.step = "one embedding"
-        response = await client.post(f"{base_url}/v1/embeddings", json={"model": model, "input": "ping"})
-        if response.status_code != 200:
-            return DEGRADED, f"one embedding: HTTP {response.status_code}"
-        document = _json(response)
-        data = document.get("data") if isinstance(document, dict) else None
-        vector = data[0].get("embedding") if isinstance(data, list) and data and isinstance(data[0], dict) else None
-        if not isinstance(vector, list) or not vector:
-            return DEGRADED, "one embedding: no vector in the answer"
-        return UP, f"{model} embeds ({len(vector)} dimensions)"
-
-    return await _bounded(work, timeout=timeout)
-
-
-async def probe_qdrant(
-    client: httpx.AsyncClient, base_url: str, *, health_path: str = "", timeout: float, deep: bool = False
-) -> ProbeOutcome:
-    """Qdrant: `/readyz`; deep: `GET /collections` answers a collection list."""
-
-    async def work(progress: _Progress) -> tuple[str, str]:
-        path = health_path or "/readyz"
-        _, failure = await _get_ok(client, progress, base_url, path)
-        if failure:
-            return failure
-        if not deep:
-            return UP, f"GET {path}: 200"
-        progress.step = "GET /collections"
-        response = await client.get(f"{base_url}/collections")
-        if response.status_code != 200:
-            return DEGRADED, f"GET /collections: HTTP {response.status_code}"
-        document = _json(response)
-        result = document.get("result") if isinstance(document, dict) else None
-        collections = result.get("collections") if isinstance(result, dict) else None
-        if not isinstance(collections, list):
-            return DEGRADED, "GET /collections: no collection list in the answer"
-        return UP, f"{len(collections)} collection{'s' if len(collections) != 1 else ''}"
-
-    return await _bounded(work, timeout=timeout)
-
-
 def _silent_wav(seconds: float = 0.1, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
@@ -360,71 +294,152 @@ def _silent_wav(seconds: float = 0.1, rate: int = 16000) -> bytes:
 PROBE_WAV = _silent_wav()
 
 
-async def probe_stt(
+@dataclass(frozen=True)
+class WorkCheck:
+    """A service kind probed as a health GET then, when deep, one request whose answer must hold the work done.
+
+    `request` gives httpx's keyword arguments for the model (None when none is named); `verdict` reads a 200 answer
+    (with that model) and returns the detail of an up outcome, or None when the answer lacks what `missing` names.
+    `model_from_server`: with no model named, the first one the server lists is used.
+    """
+
+    health_path: str
+    step: str
+    method: str
+    path: str
+    request: Callable[[str | None], dict[str, Any]]
+    verdict: Callable[[httpx.Response, str | None], str | None]
+    missing: str
+    model_from_server: bool = False
+
+
+def _embedding_verdict(response: httpx.Response, model: str | None) -> str | None:
+    document = _json(response)
+    data = document.get("data") if isinstance(document, dict) else None
+    vector = data[0].get("embedding") if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    if not isinstance(vector, list) or not vector:
+        return None
+    return f"{model} embeds ({len(vector)} dimensions)"
+
+
+def _collections_verdict(response: httpx.Response, model: str | None) -> str | None:
+    document = _json(response)
+    result = document.get("result") if isinstance(document, dict) else None
+    collections = result.get("collections") if isinstance(result, dict) else None
+    if not isinstance(collections, list):
+        return None
+    return f"{len(collections)} collection{'s' if len(collections) != 1 else ''}"
+
+
+def _transcription_verdict(response: httpx.Response, model: str | None) -> str | None:
+    document = _json(response)
+    return "transcribes" if isinstance(document, dict) and "text" in document else None
+
+
+def _synthesis_verdict(response: httpx.Response, model: str | None) -> str | None:
+    content_type = response.headers.get("content-type", "")
+    if not response.content or content_type.startswith(("application/json", "text/")):
+        return None
+    return f"synthesises ({len(response.content)} bytes)"
+
+
+EMBEDDINGS_CHECK = WorkCheck(
+    health_path="/v1/models",
+    step="one embedding",
+    method="POST",
+    path="/v1/embeddings",
+    request=lambda model: {"json": {"model": model, "input": "ping"}},
+    verdict=_embedding_verdict,
+    missing="no vector in the answer",
+    model_from_server=True,
+)
+QDRANT_CHECK = WorkCheck(
+    health_path="/readyz",
+    step="GET /collections",
+    method="GET",
+    path="/collections",
+    request=lambda model: {},
+    verdict=_collections_verdict,
+    missing="no collection list in the answer",
+)
+STT_CHECK = WorkCheck(
+    health_path="/health",
+    step="one transcription",
+    method="POST",
+    path="/v1/audio/transcriptions",
+    request=lambda model: {
+        "files": {"file": ("probe.wav", PROBE_WAV, "audio/wav")},
+        "data": {"model": model or "whisper-1", "response_format": "json"},
+    },
+    verdict=_transcription_verdict,
+    missing="no text in the answer",
+)
+TTS_CHECK = WorkCheck(
+    health_path="/health",
+    step="one synthesis",
+    method="POST",
+    path="/v1/audio/speech",
+    request=lambda model: {"json": {"model": model or "kokoro", "input": "ok", "response_format": "wav"}},
+    verdict=_synthesis_verdict,
+    missing="no audio in the answer",
+)
+
+
+WORK_CHECKS: dict[str, WorkCheck] = {
+    ServiceKind.EMBEDDINGS.value: EMBEDDINGS_CHECK,
+    ServiceKind.QDRANT.value: QDRANT_CHECK,
+    ServiceKind.STT.value: STT_CHECK,
+    ServiceKind.TTS.value: TTS_CHECK,
+}
+
+
+async def probe_work(
     client: httpx.AsyncClient,
     base_url: str,
+    check: WorkCheck,
     *,
     models: Sequence[str] = (),
     health_path: str = "",
     timeout: float,
     deep: bool = False,
 ) -> ProbeOutcome:
-    """Speech-to-text (parakeet-style): the health path; deep: transcribe 0.1 s of silence (multipart WAV)."""
+    """The health path (default the kind's); deep: the kind's one request of real work, its answer checked."""
 
     async def work(progress: _Progress) -> tuple[str, str]:
-        path = health_path or "/health"
-        _, failure = await _get_ok(client, progress, base_url, path)
+        path = health_path or check.health_path
+        response, failure = await _get_ok(client, progress, base_url, path)
         if failure:
             return failure
         if not deep:
             return UP, f"GET {path}: 200"
-        progress.step = "one transcription"
-        response = await client.post(
-            f"{base_url}/v1/audio/transcriptions",
-            files={"file": ("probe.wav", PROBE_WAV, "audio/wav")},
-            data={"model": models[0] if models else "whisper-1", "response_format": "json"},
-        )
+        model = models[0] if models else None
+        if model is None and check.model_from_server:
+            names = _model_ids(_json(response)) if path == "/v1/models" else []
+            if not names:
+                names, failure = await _served_models(client, progress, base_url)
+                if failure:
+                    return failure
+            model = names[0]
+        progress.step = check.step
+        response = await client.request(check.method, base_url + check.path, **check.request(model))
         if response.status_code != 200:
-            return DEGRADED, f"one transcription: HTTP {response.status_code}"
-        document = _json(response)
-        if not isinstance(document, dict) or "text" not in document:
-            return DEGRADED, "one transcription: no text in the answer"
-        return UP, "transcribes"
+            return DEGRADED, f"{check.step}: HTTP {response.status_code}"
+        detail = check.verdict(response, model)
+        if detail is None:
+            return DEGRADED, f"{check.step}: {check.missing}"
+        return UP, detail
 
     return await _bounded(work, timeout=timeout)
 
 
-async def probe_tts(
-    client: httpx.AsyncClient,
-    base_url: str,
-    *,
-    models: Sequence[str] = (),
-    health_path: str = "",
-    timeout: float,
-    deep: bool = False,
-) -> ProbeOutcome:
-    """Text-to-speech (Kokoro-style): the health path; deep: synthesise a two-letter input, expect audio bytes."""
-
-    async def work(progress: _Progress) -> tuple[str, str]:
-        path = health_path or "/health"
-        _, failure = await _get_ok(client, progress, base_url, path)
-        if failure:
-            return failure
-        if not deep:
-            return UP, f"GET {path}: 200"
-        progress.step = "one synthesis"
-        response = await client.post(
-            f"{base_url}/v1/audio/speech",
-            json={"model": models[0] if models else "kokoro", "input": "ok", "response_format": "wav"},
-        )
-        if response.status_code != 200:
-            return DEGRADED, f"one synthesis: HTTP {response.status_code}"
-        content_type = response.headers.get("content-type", "")
-        if not response.content or content_type.startswith(("application/json", "text/")):
-            return DEGRADED, "one synthesis: no audio in the answer"
-        return UP, f"synthesises ({len(response.content)} bytes)"
-
-    return await _bounded(work, timeout=timeout)
+# One probe per kind, for callers that name the kind (`probe_service` looks it up in WORK_CHECKS):
+# embeddings (health default `/v1/models`; deep: one `POST /v1/embeddings`), Qdrant (`/readyz`; deep: `GET
+# /collections` answers a collection list), speech-to-text (`/health`; deep: transcribe 0.1 s of silence as a
+# multipart WAV) and text-to-speech (`/health`; deep: synthesise a two-letter input, expect audio bytes).
+probe_embeddings = partial(probe_work, check=EMBEDDINGS_CHECK)
+probe_qdrant = partial(probe_work, check=QDRANT_CHECK)
+probe_stt = partial(probe_work, check=STT_CHECK)
+probe_tts = partial(probe_work, check=TTS_CHECK)
 
 
 async def probe_http(
@@ -448,14 +463,9 @@ async def probe_service(
     url, path = target.base_url, target.health_path
     if target.kind == ServiceKind.VLLM:
         return await probe_vllm_endpoint(client, url, expected_model=target.models, timeout=timeout, deep=deep)
-    if target.kind == ServiceKind.EMBEDDINGS:
-        return await probe_embeddings(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
-    if target.kind == ServiceKind.QDRANT:
-        return await probe_qdrant(client, url, health_path=path, timeout=timeout, deep=deep)
-    if target.kind == ServiceKind.STT:
-        return await probe_stt(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
-    if target.kind == ServiceKind.TTS:
-        return await probe_tts(client, url, models=target.models, health_path=path, timeout=timeout, deep=deep)
+    check = WORK_CHECKS.get(target.kind)
+    if check is not None:
+        return await probe_work(client, url, check, models=target.models, health_path=path, timeout=timeout, deep=deep)
     if target.kind == ServiceKind.HTTP:
         return await probe_http(client, url, path=path, expected_status=target.expected_status, timeout=timeout)
     return ProbeOutcome(UNKNOWN, None, f"no probe for kind {target.kind!r}")
@@ -558,6 +568,8 @@ __all__ = [
     "ProbeClients",
     "ProbeOutcome",
     "ProbeTarget",
+    "WORK_CHECKS",
+    "WorkCheck",
     "parse_vllm_metrics",
     "probe_client",
     "probe_embeddings",
@@ -570,6 +582,7 @@ __all__ = [
     "probe_tts",
     "probe_vllm_endpoint",
     "probe_vllm_metrics",
+    "probe_work",
     "sweep_deadline",
     "tcp_address",
 ]

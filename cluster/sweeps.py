@@ -265,6 +265,19 @@ def _message(*, sweep: str, checked_at: datetime, services: list[Service], hosts
     }
 
 
+_OUTCOME_FIELDS = ["status", "latency_ms", "detail", "checked_at"]
+
+
+def _outcome_fields(outcome: ProbeOutcome, checked_at: datetime) -> dict[str, Any]:
+    """The columns an outcome fills in every row that records it (history and latest)."""
+    return {
+        "status": outcome.status,
+        "latency_ms": outcome.latency_ms,
+        "detail": outcome.detail,
+        "checked_at": checked_at,
+    }
+
+
 def _record(
     *,
     sweep: str,
@@ -273,52 +286,23 @@ def _record(
     hosts: list[tuple[SparkHost, ProbeOutcome]],
     keep: int,
 ) -> None:
-    fields = ["status", "latency_ms", "detail", "checked_at"]
     ProbeResult.objects.bulk_create(
-        [
-            ProbeResult(
-                service=service,
-                sweep=sweep,
-                status=o.status,
-                latency_ms=o.latency_ms,
-                detail=o.detail,
-                checked_at=checked_at,
-            )
-            for service, o in services
-        ]
-        + [
-            ProbeResult(
-                host=host, sweep=sweep, status=o.status, latency_ms=o.latency_ms, detail=o.detail, checked_at=checked_at
-            )
-            for host, o in hosts
-        ]
+        [ProbeResult(service=service, sweep=sweep, **_outcome_fields(o, checked_at)) for service, o in services]
+        + [ProbeResult(host=host, sweep=sweep, **_outcome_fields(o, checked_at)) for host, o in hosts]
     )
     if services:
         ServiceStatus.objects.bulk_create(
-            [
-                ServiceStatus(
-                    service=service,
-                    sweep=sweep,
-                    status=o.status,
-                    latency_ms=o.latency_ms,
-                    detail=o.detail,
-                    checked_at=checked_at,
-                )
-                for service, o in services
-            ],
+            [ServiceStatus(service=service, sweep=sweep, **_outcome_fields(o, checked_at)) for service, o in services],
             update_conflicts=True,
             unique_fields=["service", "sweep"],
-            update_fields=fields,
+            update_fields=_OUTCOME_FIELDS,
         )
     if hosts:
         HostStatus.objects.bulk_create(
-            [
-                HostStatus(host=host, status=o.status, latency_ms=o.latency_ms, detail=o.detail, checked_at=checked_at)
-                for host, o in hosts
-            ],
+            [HostStatus(host=host, **_outcome_fields(o, checked_at)) for host, o in hosts],
             update_conflicts=True,
             unique_fields=["host"],
-            update_fields=fields,
+            update_fields=_OUTCOME_FIELDS,
         )
     _prune(sweep=sweep, column="service_id", ids=[service.pk for service, _ in services], keep=keep)
     _prune(sweep=sweep, column="host_id", ids=[host.pk for host, _ in hosts], keep=keep)

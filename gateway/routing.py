@@ -201,21 +201,10 @@ def route_decide(
         return Decision(action="serve", service=topology.services[service_key])
     if head is not None and model in topology.catalog:
         key = topology.catalog[model]
-        latest = swaps.latest
-        if (
-            latest is not None
-            and latest.model_key == key
-            and latest.state in TERMINAL
-            and latest.state != SwapState.READY
-        ):
+        failed = _swap_failed(swaps.latest)
+        if failed is not None and swaps.latest.model_key == key:
             # The last attempt to load it failed: say so rather than "not loaded" (and do not retry on demand).
-            detail = f": {latest.error.splitlines()[0][:300]}" if latest.error else ""
-            return Decision(
-                action="refuse",
-                status=503,
-                code="swap_failed",
-                message=f"the swap to {latest.model_key!r} ended {latest.state}{detail}",
-            )
+            return failed
         if on_demand:
             return Decision(action="swap", model_key=key)
         serving = swaps.serving_name or "nothing"
@@ -235,18 +224,23 @@ def route_decide(
 
 def held_outcome(*, swap_id: str, swaps: SwapsSnapshot) -> Decision | None:
     """A refusal when the swap a request was held for ended without serving its model, else None."""
-    latest = swaps.latest
     if swaps.active is not None and swaps.active.id == swap_id:
         return None
-    if latest is not None and latest.id == swap_id and latest.state in TERMINAL and latest.state != SwapState.READY:
-        detail = f": {latest.error.splitlines()[0][:300]}" if latest.error else ""
-        return Decision(
-            action="refuse",
-            status=503,
-            code="swap_failed",
-            message=f"the swap to {latest.model_key!r} ended {latest.state}{detail}",
-        )
-    return None
+    failed = _swap_failed(swaps.latest)
+    return failed if failed is not None and swaps.latest.id == swap_id else None
+
+
+def _swap_failed(latest: SwapView | None) -> Decision | None:
+    """The refusal that names how the latest swap ended, when it ended without serving its model."""
+    if latest is None or latest.state not in TERMINAL or latest.state == SwapState.READY:
+        return None
+    detail = f": {latest.error.splitlines()[0][:300]}" if latest.error else ""
+    return Decision(
+        action="refuse",
+        status=503,
+        code="swap_failed",
+        message=f"the swap to {latest.model_key!r} ended {latest.state}{detail}",
+    )
 
 
 def models_list(*, topology: Topology, swaps: SwapsSnapshot, on_demand: bool) -> list[dict[str, Any]]:

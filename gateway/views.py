@@ -366,15 +366,23 @@ async def _models_data() -> list[dict]:
     return models_list(topology=runtime.topology, swaps=runtime.swaps, on_demand=gateway_settings().on_demand)
 
 
-@csrf_exempt
-async def models(request: HttpRequest) -> HttpResponse:
-    """GET /v1/models: the union of what the services serve, each with its service and state."""
+async def _refuse_listing(request: HttpRequest) -> HttpResponse | None:
+    """The answer to a model-list request that is not a GET or carries no valid credentials, else None."""
     if request.method != "GET":
         return error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use GET")
     try:
         await _authenticate(request)
     except Refused as refused:
         return refused.response
+    return None
+
+
+@csrf_exempt
+async def models(request: HttpRequest) -> HttpResponse:
+    """GET /v1/models: the union of what the services serve, each with its service and state."""
+    refused = await _refuse_listing(request)
+    if refused is not None:
+        return refused
     REQUESTS.labels("-", "models", "200").inc()
     return JsonResponse({"object": "list", "data": await _models_data()})
 
@@ -382,12 +390,9 @@ async def models(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     """GET /v1/models/{model}: one entry of the list, or 404 with the known names."""
-    if request.method != "GET":
-        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use GET")
-    try:
-        await _authenticate(request)
-    except Refused as refused:
-        return refused.response
+    refused = await _refuse_listing(request)
+    if refused is not None:
+        return refused
     data = await _models_data()
     for entry in data:
         if entry["id"] == model:

@@ -15,10 +15,11 @@ import hmac
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -50,14 +51,11 @@ class DatabaseCollector(Collector):
             ]
         except DatabaseError:
             logger.exception("metrics: the database could not be read")
-            up = GaugeMetricFamily("sparkcontrol_database_up", "1 when the database answered this scrape.")
-            up.add_metric([], 0)
-            yield up
-            return
+            metrics = None
         up = GaugeMetricFamily("sparkcontrol_database_up", "1 when the database answered this scrape.")
-        up.add_metric([], 1)
+        up.add_metric([], 0 if metrics is None else 1)
         yield up
-        yield from metrics
+        yield from metrics or ()
 
     # --- swaps ------------------------------------------------------------------------------------------------
     def _swaps(self) -> list[Metric]:
@@ -68,13 +66,7 @@ class DatabaseCollector(Collector):
             "Finished swaps by outcome (ready, failed, cancelled, interrupted); dry runs counted apart.",
             labels=["outcome", "dry_run"],
         )
-        counts = {
-            (row["state"], row["dry_run"]): row["n"]
-            for row in Swap.objects.filter(state__in=TERMINAL_STATES)
-            .values("state", "dry_run")
-            .annotate(n=Count("pk"))
-            .order_by()
-        }
+        counts = _grouped_counts(Swap.objects.filter(state__in=TERMINAL_STATES), "state", "dry_run")
         for state in TERMINAL_STATES:
             for dry_run in (False, True):
                 outcomes.add_metric([state.value, str(dry_run).lower()], counts.get((state, dry_run), 0))
@@ -212,10 +204,7 @@ class DatabaseCollector(Collector):
             "Webhook deliveries by outcome: pending (being retried), delivered, failed (gave up).",
             labels=["event", "outcome"],
         )
-        counts = {
-            (row["event"], row["status"]): row["n"]
-            for row in WebhookDelivery.objects.values("event", "status").annotate(n=Count("pk")).order_by()
-        }
+        counts = _grouped_counts(WebhookDelivery.objects.all(), "event", "status")
         for event in WebhookEvent.values:
             for outcome in DeliveryStatus.values:
                 deliveries.add_metric([event, outcome], counts.get((event, outcome), 0))
@@ -239,9 +228,17 @@ class DatabaseCollector(Collector):
             "Background task rows by queue and status (READY ones wait for a worker).",
             labels=["queue", "status"],
         )
-        for row in DBTaskResult.objects.values("queue_name", "status").annotate(n=Count("pk")).order_by():
-            tasks.add_metric([row["queue_name"], row["status"]], row["n"])
+        for (queue, status), n in _grouped_counts(DBTaskResult.objects.all(), "queue_name", "status").items():
+            tasks.add_metric([queue, status], n)
         return [tasks]
+
+
+def _grouped_counts(rows: QuerySet, *columns: str) -> dict[tuple[Any, ...], int]:
+    """How many of the rows hold each combination of the columns' values (one GROUP BY query)."""
+    return {
+        tuple(row[column] for column in columns): row["n"]
+        for row in rows.values(*columns).annotate(n=Count("pk")).order_by()
+    }
 
 
 def _bound(value: float) -> str:

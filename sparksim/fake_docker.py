@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from sparksim.common import CONTAINER_PATH, SIM_KNOBS, Node, eprint, package_parent, parse_docker_time, rfc3339
 
@@ -425,14 +426,13 @@ def cmd_run(node: Node, args: list[str]) -> int:
             break
         except FileExistsError:
             existing = _load_state(cdir)
-            if existing is not None and (existing.get("status") == "created" or _shim_alive(existing)):
-                raise DockerError(
-                    f'docker: {DAEMON_ERR} Conflict. The container name "/{name}" is already in use by container '
-                    f'"{existing["id"]}". You have to remove (or rename) that container to be able to reuse that '
-                    f"name.\nSee 'docker run --help'.",
-                    125,
-                ) from None
-            if existing is not None and not existing.get("rm") and existing.get("status") == "exited":
+            # A name stays taken while its container is created or running, and after it exits unless --rm.
+            in_use = existing is not None and (
+                existing.get("status") == "created"
+                or _shim_alive(existing)
+                or (not existing.get("rm") and existing.get("status") == "exited")
+            )
+            if in_use:
                 raise DockerError(
                     f'docker: {DAEMON_ERR} Conflict. The container name "/{name}" is already in use by container '
                     f'"{existing["id"]}". You have to remove (or rename) that container to be able to reuse that '
@@ -855,44 +855,50 @@ def cmd_stop(node: Node, args: list[str], sig: int = signal.SIGTERM, verb: str =
         raise DockerError(f"\"docker {verb}\" requires at least 1 argument.\nSee 'docker {verb} --help'.", 1)
     # The fake processes exit on SIGTERM at once; cap the grace period so tests stay fast.
     timeout = min(timeout, 3.0)
-    rc = 0
-    for ref in names:
-        state = find_container(node, ref)
-        if state is None:
-            eprint(f"{DAEMON_ERR} No such container: {ref}")
-            rc = 1
-            continue
+
+    def stop(ref: str, state: dict) -> bool:
         if state.get("status") == "running":
             stop_container(node, state, timeout, sig)
         elif verb == "kill":
             eprint(f"{DAEMON_ERR} cannot kill container: {ref}: container {state['id']} is not running")
-            rc = 1
-            continue
-        print(ref, flush=True)
-    return rc
+            return False
+        return True
+
+    return _each_container(node, names, stop)
 
 
 def cmd_rm(node: Node, args: list[str]) -> int:
     opts, names = _split_opts(args, set(), {"-f", "--force", "-v", "--volumes"}, "rm")
     force = any(k in ("-f", "--force") for k, _ in opts)
-    rc = 0
-    for ref in names:
-        state = find_container(node, ref)
-        if state is None:
-            eprint(f"{DAEMON_ERR} No such container: {ref}")
-            rc = 1
-            continue
+
+    def remove(ref: str, state: dict) -> bool:
         if state.get("status") == "running":
             if not force:
                 eprint(
                     f'{DAEMON_ERR} cannot remove container "/{state["name"]}": container is running: stop the '
                     f"container before removing or force remove"
                 )
-                rc = 1
-                continue
+                return False
             stop_container(node, state, 0.5, signal.SIGKILL)
         shutil.rmtree(_cdir(node, state["name"]), ignore_errors=True)
-        print(ref, flush=True)
+        return True
+
+    return _each_container(node, names, remove)
+
+
+def _each_container(node: Node, names: list[str], act: Callable[[str, dict], bool]) -> int:
+    """docker's loop of a verb over named containers: each one acted on is echoed; a missing or refused one
+    (`act` printed why and returned False) makes the exit status 1, and the loop goes on."""
+    rc = 0
+    for ref in names:
+        state = find_container(node, ref)
+        if state is None:
+            eprint(f"{DAEMON_ERR} No such container: {ref}")
+            rc = 1
+        elif act(ref, state):
+            print(ref, flush=True)
+        else:
+            rc = 1
     return rc
 
 

@@ -519,6 +519,19 @@ class Launcher:
                 say(f"Adding container env: {var}")
 
     # -- discovery (autodiscover.sh) -------------------------------------------------------------------------------
+    def detect_active_pairs(self, ibs: list[str], with_ip: list[str]) -> bool:
+        """IB_IF: every active IB device; ETH_IF: the first of their interfaces with an address (no capital P first)."""
+        if not self.ib_if:
+            self.ib_if = ",".join(ibs)
+            say(f"  Detected IB_IF: {self.ib_if}")
+        if not self.eth_if:
+            if not with_ip:
+                say("Error: No active IB-associated interfaces have IP addresses.")
+                return False
+            self.eth_if = next((n for n in with_ip if "P" not in n), with_ip[0])
+            say(f"  Detected ETH_IF: {self.eth_if}")
+        return True
+
     def detect_interfaces(self) -> bool:
         if self.eth_if and self.ib_if:
             return True
@@ -540,16 +553,7 @@ class Launcher:
         nets = [net for _, net in pairs]
         with_ip = [net for net in nets if iface_cidr(self.node, net)]
         if self.g < 5:
-            if not self.ib_if:
-                self.ib_if = ",".join(ibs)
-                say(f"  Detected IB_IF: {self.ib_if}")
-            if not self.eth_if:
-                if not with_ip:
-                    say("Error: No active IB-associated interfaces have IP addresses.")
-                    return False
-                self.eth_if = next((n for n in with_ip if "P" not in n), with_ip[0])
-                say(f"  Detected ETH_IF: {self.eth_if}")
-            return True
+            return self.detect_active_pairs(ibs, with_ip)
         for net in nets:
             if net.startswith("enp") and "P" not in net and not iface_cidr(self.node, net):
                 say(f"Error: Interface {net} (enp*, no capital P) is Up but has no IP address assigned.")
@@ -569,15 +573,8 @@ class Launcher:
             subnets[network] = net
         if len(pairs) == 2:
             say("  Non-mesh mode: 2 CX7 interfaces active.")
-            if not self.ib_if:
-                self.ib_if = ",".join(ibs)
-                say(f"  Detected IB_IF: {self.ib_if}")
-            if not self.eth_if:
-                if not with_ip:
-                    say("Error: No active IB-associated interfaces have IP addresses.")
-                    return False
-                self.eth_if = next((n for n in with_ip if "P" not in n), with_ip[0])
-                say(f"  Detected ETH_IF: {self.eth_if}")
+            if not self.detect_active_pairs(ibs, with_ip):
+                return False
         elif len(pairs) == 4:
             say("  Mesh mode: all 4 CX7 interfaces active.")
             if not self.ib_if:

@@ -455,7 +455,8 @@ class SwapRunner:
                     f"{self._cause(node)}"
                 )
 
-    def _drain_log(self, pending: list[tuple[str, str]], seconds: float) -> None:
+    def _drain_log(self, pending: list[tuple[str, str]], seconds: float, *, until: re.Pattern | None = None) -> None:
+        """Take the lines the log followers deliver for up to `seconds`, or until one matches `until`."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -464,6 +465,8 @@ class SwapRunner:
                 return
             if line:
                 self._take_line(node, line, pending)
+                if until is not None and until.search(line):
+                    return
 
     def _take_line(self, node: str, line: str, pending: list[tuple[str, str]]) -> None:
         shown = line if node == self.report.nodes[0].name else f"[{node}] {line}"
@@ -487,17 +490,8 @@ class SwapRunner:
         if self.log_lines is None:
             return
         pending: list[tuple[str, str]] = []
-        deadline = time.monotonic() + LOG_AFTER_READY_SECONDS
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    node, line = self.log_lines.get(timeout=left)
-                except queue.Empty:
-                    break
-                if line:
-                    self._take_line(node, line, pending)
-                    if STARTED_LINE.search(line):
-                        break
+            self._drain_log(pending, LOG_AFTER_READY_SECONDS, until=STARTED_LINE)
             self._flush(pending)
         except Exception:  # noqa: BLE001 - the swap is ready; a lost log line must not change that
             logger.exception("swap %s: could not record the last start-up lines", self.swap.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -202,7 +203,7 @@ def test_results_are_pushed_to_dashboards_after_commit(farm, service_for, django
             sweep_status(timeout=T)
         assert len(callbacks) == 1  # nothing is sent before the transaction commits
         callbacks[0]()
-        message = async_to_sync(layer.receive)(channel)["message"]
+        message = json.loads(async_to_sync(layer.receive)(channel)["text"])
     finally:
         async_to_sync(layer.group_discard)(DASHBOARD_GROUP, channel)
     assert message["kind"] == "probe" and message["sweep"] == "status"

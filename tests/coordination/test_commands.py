@@ -5,25 +5,13 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.management import ManagementUtility, call_command
+from django.core.management import call_command
 
 from coordination.selectors import lock_status
 from coordination.services import lock_acquire
+from tests.commandline.shell import manage
 
 pytestmark = pytest.mark.django_db
-
-
-def manage(*argv: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    """Run `manage.py ARGV` the way the shell does (argument parsing, error printing, exit code)."""
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    monkeypatch.setattr("django.db.connections.close_all", lambda: None)  # the test database outlives the command
-    code = 0
-    try:
-        ManagementUtility(["manage.py", *argv]).execute()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD_INPUT = [

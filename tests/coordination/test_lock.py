@@ -256,7 +256,7 @@ def test_lock_changes_are_pushed_to_dashboards_after_commit(operator, django_cap
     try:
         with django_capture_on_commit_callbacks(execute=True):
             grant = acquire(operator).json()
-        message = async_to_sync(layer.receive)(channel)["message"]
+        message = json.loads(async_to_sync(layer.receive)(channel)["text"])
         assert message["kind"] == "lock" and message["locked"] is True and message["holder"] == "nightly"
         assert message["epoch"] == 1 and message["expires_at"] == grant["expires_at"]
         assert grant["token"] not in json.dumps(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import timedelta
 
@@ -170,13 +171,13 @@ def test_changes_are_pushed_to_dashboards(operator, django_capture_on_commit_cal
     try:
         with django_capture_on_commit_callbacks(execute=True):
             operator.post(SCHEDULE, job(next_run="2026-06-18T03:00:00Z"))
-        message = async_to_sync(layer.receive)(channel)["message"]
+        message = json.loads(async_to_sync(layer.receive)(channel)["text"])
         assert message["kind"] == "schedule" and message["op"] == "upsert"
         assert message["entry"]["id"] == "nightly-digest"
         assert message["entry"]["next_run"] == "2026-06-18T03:00:00+00:00"
         with django_capture_on_commit_callbacks(execute=True):
             operator.delete(f"{SCHEDULE}/nightly-digest")
-        assert async_to_sync(layer.receive)(channel)["message"] == {
+        assert json.loads(async_to_sync(layer.receive)(channel)["text"]) == {
             "kind": "schedule",
             "op": "delete",
             "id": "nightly-digest",

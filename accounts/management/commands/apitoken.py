@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from accounts.models import APIToken, TokenScope
 from accounts.tokens import apitoken_create, apitoken_revoke
 from audit.services import audit_record
+from commandline.base import OperatorCommand
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -24,7 +24,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Create, list or revoke API tokens. `create` prints the token alone on its last line, once."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,12 +40,9 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options) -> None:  # type: ignore[override]
         if action == "create":
             expires_at = timezone.now() + parse_duration(options["expires_in"]) if options["expires_in"] else None
-            try:
-                token, plain = apitoken_create(
-                    name=options["name"], scope=options["scope"], created_by="manage.py", expires_at=expires_at
-                )
-            except ValidationError as exc:
-                raise CommandError("; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())) from exc
+            token, plain = apitoken_create(
+                name=options["name"], scope=options["scope"], created_by="manage.py", expires_at=expires_at
+            )
             audit_record(actor="manage.py", action="token.create", target=token.name)
             until = f", expiring {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else ""
             self.stdout.write(f"Created token {token.name!r} with scope {token.scope}{until}. It is shown once:")

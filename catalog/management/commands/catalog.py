@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.services import audit_record
 from catalog.recipes import catalog_import_recipes
 from catalog.services import CatalogImportError, ImportReport, catalog_export, catalog_import, catalog_parse_yaml
+from commandline.base import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Import a models.yaml into the catalog (validated as a whole), export the catalog as YAML, or import the "
         "launcher's recipes/*.yaml."
@@ -37,9 +38,7 @@ class Command(BaseCommand):
             try:
                 result = catalog_import_recipes(directory=directory)
             except CatalogImportError as exc:
-                for error in exc.errors:
-                    self.stderr.write(f"{directory}/{error}")
-                raise CommandError(f"{len(exc.errors)} error(s); nothing was imported") from exc
+                raise self._refused(exc, where=f"{directory}/") from exc
             self._done(target=str(directory), action="catalog.import_recipes", report=result.report)
             return
         path = Path(options["file"])
@@ -50,10 +49,14 @@ class Command(BaseCommand):
         try:
             report = catalog_import(entries=catalog_parse_yaml(text=text))
         except CatalogImportError as exc:
-            for error in exc.errors:
-                self.stderr.write(f"{path}: {error}")
-            raise CommandError(f"{len(exc.errors)} error(s); nothing was imported") from exc
+            raise self._refused(exc, where=f"{path}: ") from exc
         self._done(target=str(path), action="catalog.import", report=report)
+
+    def _refused(self, exc: CatalogImportError, *, where: str) -> CommandError:
+        """Each error on its own line (after `where`), then the one line that says nothing was imported."""
+        for error in exc.errors:
+            self.stderr.write(f"{where}{error}")
+        return CommandError(f"{len(exc.errors)} error(s); nothing was imported")
 
     def _done(self, *, target: str, action: str, report: ImportReport) -> None:
         audit_record(

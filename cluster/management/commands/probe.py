@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from cluster.models import Service
 from cluster.sweeps import SweepReport, sweep_connectivity, sweep_deep, sweep_status
+from commandline.base import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Probe every enabled service now (status sweep; --deep: real work; --connectivity: TCP ports and SSH), "
         "record the results, print a table. Exits 1 when something is down."

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.services import audit_record
 from cluster.models import SparkHost
 from cluster.ssh import fetch_host_key, fingerprint
+from commandline.base import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "List Spark hosts, or pin a host's SSH key after showing its fingerprint."
 
     def add_arguments(self, parser: CommandParser) -> None:

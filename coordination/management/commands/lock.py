@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from coordination.management.cli import one_line_errors, token_arg, validation_line
+from commandline.base import OperatorCommand, token_arg, validation_line
 from coordination.selectors import lock_status
 from coordination.services import (
     TTL_MAX_SECONDS,
@@ -29,11 +29,10 @@ def _held(exc: LockHeld) -> str:
     return f"the swap lock is held by {exc.holder!r} until {exc.expires_at.isoformat()}"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Show, take, extend or release the swap lock. Pass a token as '-' to read it from stdin."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        one_line_errors(parser)
         sub = parser.add_subparsers(dest="action", required=True, metavar="{status,acquire,release,force-release}")
         sub.add_parser("status", help="who holds the lock, until when, and its epoch")
         acquire = sub.add_parser("acquire", help="take the lock (the token is printed alone on the last line)")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
-from coordination.management.cli import one_line_errors
+from commandline.base import OperatorCommand
 from coordination.selectors import schedule_list
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "List the schedule registry (what external schedulers announced; Spark Control never runs it)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        one_line_errors(parser)
         sub = parser.add_subparsers(dest="action", required=True, metavar="{list}")
         sub.add_parser("list")
 

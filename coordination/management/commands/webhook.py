@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from coordination.management.cli import one_line_errors, validation_line
+from commandline.base import OperatorCommand
 from coordination.selectors import webhook_endpoint_find, webhook_endpoint_list
 from coordination.services import webhook_endpoint_create, webhook_endpoint_delete
 
 ACTOR = "manage.py"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Add, list or remove webhook endpoints. `add` prints the new signing secret alone on its last line."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        one_line_errors(parser)
         sub = parser.add_subparsers(dest="action", required=True, metavar="{add,list,remove}")
         add = sub.add_parser("add")
         add.add_argument("url")
@@ -29,12 +27,9 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options) -> None:  # type: ignore[override]
         if action == "add":
             events = [name.strip() for name in options["events"].split(",") if name.strip()]
-            try:
-                endpoint, secret = webhook_endpoint_create(
-                    url=options["url"], events=events, enabled=not options["disabled"], actor=ACTOR
-                )
-            except ValidationError as exc:
-                raise CommandError(validation_line(exc)) from None
+            endpoint, secret = webhook_endpoint_create(
+                url=options["url"], events=events, enabled=not options["disabled"], actor=ACTOR
+            )
             self.stdout.write(f"added endpoint {endpoint.pk}: {endpoint.url} ({', '.join(endpoint.events)})")
             self.stdout.write("signing secret (shown only now):")
             self.stdout.write(secret)

@@ -17,16 +17,32 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from commandline.base import OperatorCommand
 from sparkcontrol.firstrun import admin_ensure, migrate_serialised
 
 logger = logging.getLogger(__name__)
 
 
-class Command(BaseCommand):
+@dataclass(frozen=True)
+class Serving:
+    """What every serving process of one start is given: the address, its threads, whether it runs the worker."""
+
+    host: str
+    port: int
+    threads: int
+    no_worker: bool
+
+    def banner(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"Dashboard: http://{shown}:{self.port}/   Admin: http://{shown}:{self.port}/admin/"
+
+
+class Command(OperatorCommand):
     help = "Migrate, create the first admin if needed, then serve HTTP + websockets and run the task worker."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -60,8 +76,9 @@ class Command(BaseCommand):
     ) -> None:
         if workers < 1 or threads < 1:
             raise CommandError("--workers and --threads take a number of at least 1")
+        serving = Serving(host=host, port=port, threads=threads, no_worker=no_worker)
         if listen_fd is not None:
-            self._serve(endpoint_fd=listen_fd, host=host, port=port, threads=threads, no_worker=no_worker)
+            self._serve(serving, endpoint_fd=listen_fd)
             return
         if workers > 1 and not settings.REDIS_URL:
             raise CommandError(
@@ -71,45 +88,36 @@ class Command(BaseCommand):
         from sparkcontrol.startup import StartRefused, data_dir_claim, on_serve_start, port_claim
 
         # Nothing is touched (database, demo topology) before the port and the data directory are this process's.
+        listener = claim = None
         try:
             listener = port_claim(host=host, port=port)
-        except StartRefused as exc:
-            raise CommandError(str(exc)) from None
-        claim = None
-        try:
             if not settings.REDIS_URL:
                 # One process per data directory on the in-memory channel layer: a second one's dashboards would
                 # miss the first one's swaps.
                 claim = data_dir_claim(data_dir=settings.DATA_DIR)
             self._start(
+                serving,
                 listener=listener,
-                host=host,
-                port=port,
-                no_worker=no_worker,
                 demo=demo,
                 workers=workers,
-                threads=threads,
                 previous_pid=claim.previous_pid if claim else None,
                 on_serve_start=on_serve_start,
             )
         except StartRefused as exc:
             raise CommandError(str(exc)) from None
         finally:
-            if listener.fileno() != -1:
+            if listener is not None and listener.fileno() != -1:
                 listener.close()
             if claim is not None:
                 claim.release()
 
     def _start(
         self,
+        serving: Serving,
         *,
         listener: socket.socket,
-        host: str,
-        port: int,
-        no_worker: bool,
         demo: bool,
         workers: int,
-        threads: int,
         previous_pid: int | None,
         on_serve_start: Callable[..., threading.Event],
     ) -> None:
@@ -129,22 +137,11 @@ class Command(BaseCommand):
 
             demo_cluster = demo_start(stdout=self.stdout)
         housekeeping = on_serve_start(previous_pid=previous_pid)
-        shown_host = f"[{host}]" if ":" in host else host
         try:
             if workers == 1:
-                self._serve(
-                    endpoint_fd=None,
-                    listener=listener,
-                    host=host,
-                    port=port,
-                    threads=threads,
-                    no_worker=no_worker,
-                    banner=f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/",
-                )
+                self._serve(serving, listener=listener, banner=serving.banner())
             else:
-                self._supervise(
-                    listener=listener, host=host, port=port, workers=workers, threads=threads, no_worker=no_worker
-                )
+                self._supervise(serving, listener=listener, workers=workers)
         finally:
             housekeeping.set()
             if demo_cluster is not None:
@@ -152,19 +149,17 @@ class Command(BaseCommand):
 
     def _serve(
         self,
+        serving: Serving,
         *,
-        endpoint_fd: int | None,
-        host: str,
-        port: int,
-        threads: int,
-        no_worker: bool,
-        banner: str = "",
+        endpoint_fd: int | None = None,
         listener: socket.socket | None = None,
+        banner: str = "",
     ) -> None:
         """Run daphne in this process; the task worker threads start from its event loop once it runs.
 
-        `listener` is the socket `handle` bound: daphne adopts it (IPv4), or, for IPv6, which daphne cannot adopt,
-        it is closed just before daphne binds the same address.
+        `endpoint_fd` is a socket inherited from the `--workers` parent. `listener` is the socket `handle` bound:
+        daphne adopts it (IPv4), or, for IPv6, which daphne cannot adopt, it is closed just before daphne binds the
+        same address.
         """
         import asyncio
 
@@ -176,7 +171,7 @@ class Command(BaseCommand):
         workers = []
 
         def ready() -> None:
-            if not no_worker:
+            if not serving.no_worker:
                 from sparkcontrol.worker import start_embedded_worker
 
                 workers.extend(
@@ -196,8 +191,8 @@ class Command(BaseCommand):
         if endpoint_fd is not None:
             endpoints = build_endpoint_description_strings(file_descriptor=endpoint_fd)
         else:
-            endpoints = build_endpoint_description_strings(host=host, port=port)
-        server = serving_server(threads=threads, endpoints=endpoints, verbosity=0, ready_callable=ready)
+            endpoints = build_endpoint_description_strings(host=serving.host, port=serving.port)
+        server = serving_server(threads=serving.threads, endpoints=endpoints, verbosity=0, ready_callable=ready)
         # What exists now (modules, settings, URL patterns, ORM metadata) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise walk it all (~100 ms each, several a second under load).
         gc.collect()
@@ -208,22 +203,18 @@ class Command(BaseCommand):
             for worker in workers:
                 worker.stop()
 
-    def _supervise(
-        self, *, listener: socket.socket, host: str, port: int, workers: int, threads: int, no_worker: bool
-    ) -> None:
+    def _supervise(self, serving: Serving, *, listener: socket.socket, workers: int) -> None:
         """Start `workers` serving processes on the bound socket; stop them all when one ends or on a signal."""
         listener.set_inheritable(True)
         argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--listen-fd", str(listener.fileno())]
-        argv += ["--host", host, "--port", str(port), "--threads", str(threads)]
-        if no_worker:
+        argv += ["--host", serving.host, "--port", str(serving.port), "--threads", str(serving.threads)]
+        if serving.no_worker:
             argv.append("--no-worker")
         children = [subprocess.Popen(argv, pass_fds=(listener.fileno(),)) for _ in range(workers)]
         listener.close()
-        shown_host = f"[{host}]" if ":" in host else host
         self.stdout.write(
             self.style.SUCCESS(
-                f"Dashboard: http://{shown_host}:{port}/   Admin: http://{shown_host}:{port}/admin/   "
-                f"({workers} processes: {', '.join(str(child.pid) for child in children)})"
+                f"{serving.banner()}   ({workers} processes: {', '.join(str(child.pid) for child in children)})"
             )
         )
         self.stdout.flush()

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from commandline.base import OperatorCommand
 from sparkcontrol.demo import sim_register
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Register the Spark hosts (with pinned host keys), launcher path and vLLM port of a running sparksim."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from coordination.management.cli import one_line_errors, token_arg
+from commandline.base import OperatorCommand, token_arg
 from swaps.models import SwapState
 from swaps.selectors import swap_events, swap_get
 from swaps.services import SwapRefused, swap_request
@@ -23,11 +23,10 @@ def _refusal(exc: SwapRefused) -> str:
     return f"{exc.detail}{' (' + extra + ')' if extra else ''}"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Swap the served model. With --wait, show progress and exit 0 on ready, 1 on failure or cancel."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        one_line_errors(parser)
         parser.add_argument("model")
         parser.add_argument("--dry-run", action="store_true")
         parser.add_argument("--wait", action="store_true", help="Follow the swap until it ends.")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from commandline.base import OperatorCommand
 from swaps.selectors import swap_history
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "List recent swaps with state, duration and who asked."
 
     def add_arguments(self, parser: CommandParser) -> None:
