@@ -25,14 +25,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.db import connections
-from django.http import HttpResponseBase
+from django.db import close_old_connections, connections
+from django.http import FileResponse, HttpResponseBase
 from django.urls import NoReverseMatch, Resolver404, get_resolver, reverse, set_script_prefix
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,27 @@ class PooledSyncHandler(ASGIHandler):
         try:
             pool = self.login_pool if scope["path"] in self.login_paths else self.pool
             response = await pool.run(self._respond, scope, body_file)
-            try:
-                await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while the answer was being sent
-            finally:
-                if response.streaming:
-                    await self.pool.run(response.close)
+            if not response.streaming:
+                await self._send(response, send)
+                return
+            # A streaming body is produced, and its request finished, as Django's handler does it: in a
+            # thread-sensitive context of its own, so the sync calls its iterator makes (`sync_to_async`, e.g. the
+            # swap event stream's reads) and the closing `request_finished` (with the database housekeeping it
+            # triggers) share one thread, rather than queue on asgiref's one shared thread, whose connection
+            # nothing would ever clean up.
+            async with ThreadSensitiveContext():
+                try:
+                    await self._send(response, send)
+                finally:
+                    await sync_to_async(response.close)()
         finally:
             body_file.close()
+
+    async def _send(self, response: HttpResponseBase, send: Callable) -> None:
+        try:
+            await self.send_response(response, send)
+        except asyncio.CancelledError:
+            pass  # the client went away while the answer was being sent
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole sync part of a request, in a pool thread (its database connection stays with the thread)."""
@@ -93,10 +105,16 @@ class PooledSyncHandler(ASGIHandler):
         if request is not None:
             response = self.get_response(request)
             response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # as Django's handler: the server does the fine chunking
         if not response.streaming:
             # The body is in memory already: finishing the request here keeps request_finished (and the
             # connection housekeeping it triggers) on the thread that served it.
             response.close()
+        else:
+            # The view is done with this thread's connections (the body and request_finished run elsewhere,
+            # see __call__): the housekeeping request_finished would have done for them (CONN_MAX_AGE, errors).
+            close_old_connections()
         return response
 
 
