@@ -11,6 +11,11 @@ The sign-in pages run on a small pool of their own (`LOGIN_THREADS`): checking a
 few hundred milliseconds of CPU, and a burst of wrong ones must queue there, not hold every HTTP thread while
 `/api/health` and the dashboard wait behind them.
 `serving_server` puts it behind daphne with the checks at the socket of `sparkcontrol.edge`.
+
+The handler reuses private parts of Django's `ASGIHandler` (`read_body`, `create_request`, `send_response`), so it
+is verified against one Django series at a time (`VERIFIED_DJANGO_SERIES`, by tests/sparkcontrol/
+test_serving_conformance.py): `serve` refuses any other unless `SPARKCONTROL_FAST_HANDLER=0` (settings.FAST_HANDLER)
+makes it serve through Django's own handler.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
+import django
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
@@ -37,6 +43,8 @@ from django.urls import NoReverseMatch, Resolver404, get_resolver, reverse, set_
 
 logger = logging.getLogger(__name__)
 
+# The Django series (major, minor) the handler was verified against: the conformance test passes on them.
+VERIFIED_DJANGO_SERIES = frozenset({(5, 2)})
 # How long a pool thread keeps its SQLite connection when the settings leave CONN_MAX_AGE at 0 (close per request).
 SQLITE_CONNECTION_SECONDS = 600
 # The URL names of the sign-in pages, answered from the login pool.
@@ -198,6 +206,25 @@ class DaemonThreadExecutor(Executor):
         return future
 
 
+class HandlerUnverified(Exception):
+    """The fast handler was not verified against the installed Django; the message says how to serve anyway."""
+
+
+def fast_handler_check() -> None:
+    """Refuse (HandlerUnverified) a Django series `PooledSyncHandler` was not verified against."""
+    series = tuple(django.VERSION[:2])
+    if series in VERIFIED_DJANGO_SERIES:
+        return
+    verified = ", ".join(f"{major}.{minor}" for major, minor in sorted(VERIFIED_DJANGO_SERIES))
+    raise HandlerUnverified(
+        f"serve's fast HTTP handler (sparkcontrol/serving.py) reuses private parts of Django's ASGI handler and "
+        f"was verified against Django {verified} only; this is Django {django.get_version()}. To serve now with "
+        f"Django's own handler (slower, the same answers), set SPARKCONTROL_FAST_HANDLER=0. To verify this "
+        f"version, run tests/sparkcontrol/test_serving_conformance.py and, if it passes, add "
+        f"({series[0]}, {series[1]}) to VERIFIED_DJANGO_SERIES"
+    )
+
+
 def keep_database_connections() -> None:
     """Let the long-lived threads of this process keep their SQLite connection between requests and tasks.
 
@@ -232,9 +259,17 @@ def serving_application(*, threads: int) -> Any:
     return router
 
 
-def serving_server(*, threads: int, **server_options: Any) -> Any:
-    """The daphne server `manage.py serve` runs: `serving_application` behind the edge checks (sparkcontrol.edge)."""
+def serving_server(*, threads: int, fast: bool = True, **server_options: Any) -> Any:
+    """The daphne server `manage.py serve` runs, behind the edge checks (sparkcontrol.edge): `serving_application`,
+    or with `fast=False` the project's ASGI application as it is (Django's own handler; the edge's credential
+    checks then get a pool of their own)."""
     from sparkcontrol.edge import EdgeServer
 
+    if not fast:
+        from sparkcontrol.asgi import application as stock_application
+
+        edge_pool = ThreadPool(threads=threads, name="edge")
+        return EdgeServer(application=stock_application, edge_pool=edge_pool, **server_options)
+    fast_handler_check()
     application = serving_application(threads=threads)
     return EdgeServer(application=application, edge_pool=application.edge_pool, **server_options)
