@@ -341,9 +341,20 @@ def test_body_size_limits_answer_alike(settings):
     }
 
 
-def test_the_project_routes_answer_alike():
+def test_the_project_routes_answer_alike(model_factory):
     """A few real routes under the real settings and middleware: health (GET and HEAD), a 404 under /api/, a
-    401, and the admin sign-in page (answered from the login pool, with a CSRF cookie)."""
+    401, the admin sign-in page (answered from the login pool, with a CSRF cookie), and a finished swap's event
+    stream (a sync view with an async body that reads the database)."""
+    from sparkcontrol.tokens import apitoken_create
+    from swaps.models import SwapState
+    from swaps.services import swap_events_append, swap_finish, swap_request
+
+    model_factory("tiny", repo="sim/tiny-model")
+    swap = swap_request(model_key="tiny", dry_run=False, actor="conformance")
+    swap_events_append(swap=swap, items=[("log", "line a"), ("log", "line b")])
+    swap_finish(swap=swap, state=SwapState.READY)
+    _, token = apitoken_create(name="conformance-read", scope="read")
+    bearer = ((b"authorization", f"Bearer {token}".encode()),)
     cases = [
         Case("/api/health"),
         Case("/api/health", method="HEAD"),
@@ -351,8 +362,19 @@ def test_the_project_routes_answer_alike():
         Case("/api/swap/lock"),
         Case("/admin/login/", query=b"next=/admin/"),
         Case("/"),
+        Case(f"/api/swap/{swap.id}/stream", headers=bearer, label="stream"),
+        Case(f"/api/swap/{swap.id}/stream", headers=(*bearer, (b"last-event-id", b"2")), label="stream resumed"),
     ]
     answers = _assert_alike(_run(cases))
+    stream, resumed = answers.pop("stream"), answers.pop("stream resumed")
+    assert stream.status == resumed.status == 200
+    assert [line for line in stream.body.split(b"\n") if line.startswith(b"id: ")] == [
+        b"id: 1",
+        b"id: 2",
+        b"id: 3",
+        b"id: 4",
+    ]
+    assert [line for line in resumed.body.split(b"\n") if line.startswith(b"id: ")] == [b"id: 3", b"id: 4"]
     status = {key: outcome.status for key, outcome in answers.items()}
     assert status == {
         "GET /api/health?": 200,
