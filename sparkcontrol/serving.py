@@ -11,6 +11,11 @@ The sign-in pages run on a small pool of their own (`LOGIN_THREADS`): checking a
 few hundred milliseconds of CPU, and a burst of wrong ones must queue there, not hold every HTTP thread while
 `/api/health` and the dashboard wait behind them.
 `serving_server` puts it behind daphne with the checks at the socket of `sparkcontrol.edge`.
+
+The handler reuses private parts of Django's `ASGIHandler` (`read_body`, `create_request`, `send_response`), so it
+is verified against one Django series at a time (`VERIFIED_DJANGO_SERIES`, by tests/sparkcontrol/
+test_serving_conformance.py): `serve` refuses any other unless `SPARKCONTROL_FAST_HANDLER=0` (settings.FAST_HANDLER)
+makes it serve through Django's own handler.
 """
 
 from __future__ import annotations
@@ -25,18 +30,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+import django
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.db import connections
-from django.http import HttpResponseBase
+from django.db import close_old_connections, connections
+from django.http import FileResponse, HttpResponseBase
 from django.urls import NoReverseMatch, Resolver404, get_resolver, reverse, set_script_prefix
 
 logger = logging.getLogger(__name__)
 
+# The Django series (major, minor) the handler was verified against: the conformance test passes on them.
+VERIFIED_DJANGO_SERIES = frozenset({(5, 2)})
 # How long a pool thread keeps its SQLite connection when the settings leave CONN_MAX_AGE at 0 (close per request).
 SQLITE_CONNECTION_SECONDS = 600
 # The URL names of the sign-in pages, answered from the login pool.
@@ -75,15 +83,27 @@ class PooledSyncHandler(ASGIHandler):
         try:
             pool = self.login_pool if scope["path"] in self.login_paths else self.pool
             response = await pool.run(self._respond, scope, body_file)
-            try:
-                await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while the answer was being sent
-            finally:
-                if response.streaming:
-                    await self.pool.run(response.close)
+            if not response.streaming:
+                await self._send(response, send)
+                return
+            # A streaming body is produced, and its request finished, as Django's handler does it: in a
+            # thread-sensitive context of its own, so the sync calls its iterator makes (`sync_to_async`, e.g. the
+            # swap event stream's reads) and the closing `request_finished` (with the database housekeeping it
+            # triggers) share one thread, rather than queue on asgiref's one shared thread, whose connection
+            # nothing would ever clean up.
+            async with ThreadSensitiveContext():
+                try:
+                    await self._send(response, send)
+                finally:
+                    await sync_to_async(response.close)()
         finally:
             body_file.close()
+
+    async def _send(self, response: HttpResponseBase, send: Callable) -> None:
+        try:
+            await self.send_response(response, send)
+        except asyncio.CancelledError:
+            pass  # the client went away while the answer was being sent
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole sync part of a request, in a pool thread (its database connection stays with the thread)."""
@@ -93,10 +113,16 @@ class PooledSyncHandler(ASGIHandler):
         if request is not None:
             response = self.get_response(request)
             response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # as Django's handler: the server does the fine chunking
         if not response.streaming:
             # The body is in memory already: finishing the request here keeps request_finished (and the
             # connection housekeeping it triggers) on the thread that served it.
             response.close()
+        else:
+            # The view is done with this thread's connections (the body and request_finished run elsewhere,
+            # see __call__): the housekeeping request_finished would have done for them (CONN_MAX_AGE, errors).
+            close_old_connections()
         return response
 
 
@@ -180,6 +206,25 @@ class DaemonThreadExecutor(Executor):
         return future
 
 
+class HandlerUnverified(Exception):
+    """The fast handler was not verified against the installed Django; the message says how to serve anyway."""
+
+
+def fast_handler_check() -> None:
+    """Refuse (HandlerUnverified) a Django series `PooledSyncHandler` was not verified against."""
+    series = tuple(django.VERSION[:2])
+    if series in VERIFIED_DJANGO_SERIES:
+        return
+    verified = ", ".join(f"{major}.{minor}" for major, minor in sorted(VERIFIED_DJANGO_SERIES))
+    raise HandlerUnverified(
+        f"serve's fast HTTP handler (sparkcontrol/serving.py) reuses private parts of Django's ASGI handler and "
+        f"was verified against Django {verified} only; this is Django {django.get_version()}. To serve now with "
+        f"Django's own handler (slower, the same answers), set SPARKCONTROL_FAST_HANDLER=0. To verify this "
+        f"version, run tests/sparkcontrol/test_serving_conformance.py and, if it passes, add "
+        f"({series[0]}, {series[1]}) to VERIFIED_DJANGO_SERIES"
+    )
+
+
 def keep_database_connections() -> None:
     """Let the long-lived threads of this process keep their SQLite connection between requests and tasks.
 
@@ -214,9 +259,17 @@ def serving_application(*, threads: int) -> Any:
     return router
 
 
-def serving_server(*, threads: int, **server_options: Any) -> Any:
-    """The daphne server `manage.py serve` runs: `serving_application` behind the edge checks (sparkcontrol.edge)."""
+def serving_server(*, threads: int, fast: bool = True, **server_options: Any) -> Any:
+    """The daphne server `manage.py serve` runs, behind the edge checks (sparkcontrol.edge): `serving_application`,
+    or with `fast=False` the project's ASGI application as it is (Django's own handler; the edge's credential
+    checks then get a pool of their own)."""
     from sparkcontrol.edge import EdgeServer
 
+    if not fast:
+        from sparkcontrol.asgi import application as stock_application
+
+        edge_pool = ThreadPool(threads=threads, name="edge")
+        return EdgeServer(application=stock_application, edge_pool=edge_pool, **server_options)
+    fast_handler_check()
     application = serving_application(threads=threads)
     return EdgeServer(application=application, edge_pool=application.edge_pool, **server_options)

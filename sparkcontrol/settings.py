@@ -170,6 +170,9 @@ AXES_VERBOSE = False
 # Sign-in requests run on a few threads of their own (password hashing is slow on purpose), so a burst of them
 # queues there and never takes the threads every other request needs (see sparkcontrol/serving.py).
 LOGIN_THREADS = env_int("SPARKCONTROL_LOGIN_THREADS", 2, minimum=1, maximum=64)
+# `serve` answers sync views with its own HTTP handler (sparkcontrol/serving.py, decision 0030), verified against
+# the Django series it names; 0 serves with Django's own ASGI handler instead (slower, the same answers).
+FAST_HANDLER = env_bool("SPARKCONTROL_FAST_HANDLER", True)
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/"
 SESSION_COOKIE_HTTPONLY = True

@@ -244,3 +244,22 @@ def test_two_serves_started_together_on_a_fresh_postgres_both_start(tmp_path, fr
             served.stop()
     with psycopg.connect(fresh_postgres.replace("postgres://", "postgresql://")) as conn:
         assert conn.execute("SELECT count(*) FROM auth_user WHERE is_superuser").fetchone() == (1,)
+
+
+def test_serve_with_djangos_own_handler(tmp_path):
+    """SPARKCONTROL_FAST_HANDLER=0, the way round an unverified Django: the same service, the edge checks included."""
+    env = _env(tmp_path, SPARKCONTROL_FAST_HANDLER="0")
+    served = Served(env, _free_port(), "--no-worker", log=tmp_path / "serve.log")
+    try:
+        served.wait_up()
+        assert "Django's own ASGI handler (SPARKCONTROL_FAST_HANDLER=0)" in served.output()
+        url = f"http://127.0.0.1:{served.port}"
+        assert httpx.get(f"{url}/api/swap/lock", timeout=10).status_code == 401
+        # A large body with credentials that name nobody: refused at the socket by the edge's own pool.
+        refused = httpx.post(
+            f"{url}/api/swap/lock", content=b"x" * 100_000, headers={"Authorization": "Bearer nobody"}, timeout=10
+        )
+        assert refused.status_code == 401 and refused.headers["connection"] == "close"
+        assert httpx.get(f"{url}/admin/login/", timeout=10).status_code == 200
+    finally:
+        served.stop()

@@ -148,3 +148,46 @@ def test_a_push_made_by_a_sync_view_runs_on_the_serving_loop(monkeypatch):
     status, loop = asyncio.run(main())
     assert status == 201
     assert loops == [loop]
+
+
+def test_serve_refuses_a_django_it_was_not_verified_against_and_says_how_to_serve_anyway(monkeypatch, settings):
+    import socket
+
+    import django
+    from django.core.management import CommandError, call_command
+
+    from sparkcontrol.serving import HandlerUnverified, serving_server
+
+    monkeypatch.setattr(django, "VERSION", (6, 1, 0, "final", 0))
+    settings.FAST_HANDLER = True
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(CommandError) as refused:
+        call_command("serve", port=port, no_worker=True)
+    message = str(refused.value)
+    assert "verified against Django 5.2 only; this is Django 6.1" in message
+    assert "set SPARKCONTROL_FAST_HANDLER=0" in message and "test_serving_conformance.py" in message
+    with pytest.raises(HandlerUnverified):
+        serving_server(threads=1, endpoints=[], verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_fast_handler_serve_runs_djangos_own(monkeypatch, settings):
+    """SPARKCONTROL_FAST_HANDLER=0: the server carries the project's ASGI application as it is, whatever the Django
+    version, and its edge checks get a pool of their own."""
+    import django
+
+    from sparkcontrol.asgi import application
+    from sparkcontrol.env import env_bool
+    from sparkcontrol.serving import ThreadPool, serving_server
+
+    monkeypatch.setenv("SPARKCONTROL_FAST_HANDLER", "0")
+    assert env_bool("SPARKCONTROL_FAST_HANDLER", True) is False  # what settings.py parses it with
+    monkeypatch.setattr(django, "VERSION", (6, 1, 0, "final", 0))
+    settings.FAST_HANDLER = False
+    server = serving_server(threads=2, fast=False, endpoints=["tcp:port=0:interface=127.0.0.1"], verbosity=0)
+    assert server.application is application
+    assert isinstance(server.edge_pool, ThreadPool) and server.edge_pool.threads == 2
+    status, body = asyncio.run(_call(server.application, _scope("/api/health")))
+    assert status == 200 and json.loads(body)["status"] == "ok"

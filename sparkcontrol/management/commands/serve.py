@@ -76,6 +76,13 @@ class Command(OperatorCommand):
     ) -> None:
         if workers < 1 or threads < 1:
             raise CommandError("--workers and --threads take a number of at least 1")
+        if settings.FAST_HANDLER:
+            from sparkcontrol.serving import HandlerUnverified, fast_handler_check
+
+            try:
+                fast_handler_check()
+            except HandlerUnverified as exc:
+                raise CommandError(str(exc)) from None
         serving = Serving(host=host, port=port, threads=threads, no_worker=no_worker)
         if listen_fd is not None:
             self._serve(serving, endpoint_fd=listen_fd)
@@ -167,7 +174,12 @@ class Command(OperatorCommand):
 
         from sparkcontrol.serving import keep_database_connections, serving_server
 
-        keep_database_connections()
+        if settings.FAST_HANDLER:
+            # Its pool's threads live as long as the process: they may keep their connection between requests.
+            # Django's own handler gives each request a new thread, whose connection must close with it.
+            keep_database_connections()
+        else:
+            self.stdout.write("HTTP through Django's own ASGI handler (SPARKCONTROL_FAST_HANDLER=0)")
         workers = []
 
         def ready() -> None:
@@ -192,7 +204,9 @@ class Command(OperatorCommand):
             endpoints = build_endpoint_description_strings(file_descriptor=endpoint_fd)
         else:
             endpoints = build_endpoint_description_strings(host=serving.host, port=serving.port)
-        server = serving_server(threads=serving.threads, endpoints=endpoints, verbosity=0, ready_callable=ready)
+        server = serving_server(
+            threads=serving.threads, fast=settings.FAST_HANDLER, endpoints=endpoints, verbosity=0, ready_callable=ready
+        )
         # What exists now (modules, settings, URL patterns, ORM metadata) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise walk it all (~100 ms each, several a second under load).
         gc.collect()
