@@ -47,6 +47,7 @@ class DatabaseCollector(Collector):
                 *self._probes(),
                 *self._webhooks(),
                 *self._tasks(),
+                *self._load(),
             ]
         except DatabaseError:
             logger.exception("metrics: the database could not be read")
@@ -242,6 +243,12 @@ class DatabaseCollector(Collector):
         for row in DBTaskResult.objects.values("queue_name", "status").annotate(n=Count("pk")).order_by():
             tasks.add_metric([row["queue_name"], row["status"]], row["n"])
         return [tasks]
+
+    # --- load (the latest sample) -----------------------------------------------------------------------------
+    def _load(self) -> list[Metric]:
+        from telemetry.metrics import load_metric_families
+
+        return load_metric_families()
 
 
 def _bound(value: float) -> str:

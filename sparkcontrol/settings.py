@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "swaps",
     "coordination",
     "gateway",
+    "telemetry",
 ]
 
 MIDDLEWARE = [
@@ -223,4 +224,7 @@ SPARKCONTROL = {
     "QUEUED_STALE_SECONDS": env_int("SPARKCONTROL_QUEUED_STALE_SECONDS", 300, minimum=5),
     # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
+    # Load over time (GET /api/load, the dashboard's charts): a sample of every Spark, vLLM and the gateway.
+    "LOAD_SAMPLING": env_bool("SPARKCONTROL_LOAD_SAMPLING", True),
+    "LOAD_SAMPLE_SECONDS": env_float("SPARKCONTROL_LOAD_SAMPLE_SECONDS", 10.0, minimum=1.0, maximum=3600.0),
 }
