@@ -140,4 +140,4 @@ def test_metrics_show_the_latest_sample(reader):
     assert 'sparkcontrol_load_gpu_busy_percent{node="spark-1"} 42.0' in text
     assert 'sparkcontrol_load_requests_waiting{node="spark-1"} 4.0' in text
     assert "sparkcontrol_load_gateway_held 3.0" in text
-    assert "sparkcontrol_load_gpu_busy_percent{node=\"\"}" not in text
+    assert 'sparkcontrol_load_gpu_busy_percent{node=""}' not in text

@@ -120,7 +120,9 @@ def test_several_gpus_are_averaged_and_unknowns_left_out():
     assert load.memory_used_bytes is None and load.load_1m is None
 
 
-@pytest.mark.parametrize("gpu", ["[N/A]", "[Not Supported]", "", "NVIDIA-SMI has failed because it couldn't communicate"])
+@pytest.mark.parametrize(
+    "gpu", ["[N/A]", "[Not Supported]", "", "NVIDIA-SMI has failed because it couldn't communicate"]
+)
 def test_a_gpu_without_a_figure_is_unknown_not_zero(gpu):
     load = parse_node_output(f"{gpu}\n@@meminfo\nMemTotal: 100 kB\nMemAvailable: 40 kB\n@@loadavg\n0.5 0.1 0.1 1/2 3\n")
     assert load.gpu_busy_percent is None
