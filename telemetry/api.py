@@ -26,6 +26,11 @@ class LoadQuery(Schema):
 def get_load(request: HttpRequest, query: Query[LoadQuery]) -> dict:
     """Load since `since`: GPU busy, memory, requests running and waiting, tokens/s per Spark; gateway figures."""
     since = query.since
-    if since is not None and timezone.is_naive(since):
-        since = since.replace(tzinfo=UTC)
+    if since is not None:
+        if timezone.is_naive(since):
+            since = since.replace(tzinfo=UTC)
+        try:
+            since = since.astimezone(UTC)
+        except OverflowError:  # e.g. year 1 with a positive offset: before anything kept
+            since = datetime.min.replace(tzinfo=UTC)
     return {"series": load_series(since=since)}

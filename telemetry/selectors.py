@@ -15,6 +15,7 @@ from telemetry.models import LOAD_SERIES, LoadResolution, LoadSample
 # Points per series and node in one answer: a longer range is averaged into wider steps.
 MAX_POINTS = 480
 DEFAULT_RANGE = timedelta(hours=1)
+HISTORY_KEPT = timedelta(days=31)
 
 
 def _rows_since(*, since: datetime) -> list[dict[str, Any]]:
@@ -63,7 +64,8 @@ def load_series(*, since: datetime | None = None, now: datetime | None = None) -
     (node = None). Long ranges come averaged, at most MAX_POINTS points per series and node.
     """
     now = now or timezone.now()
-    since = since or now - DEFAULT_RANGE
+    # Nothing older than the history kept: an earlier `since` reads (and averages over) what is there.
+    since = max(since or now - DEFAULT_RANGE, now - HISTORY_KEPT)
     rows = _rows_since(since=since)
     step = _step_for(since=since, now=now, rows=rows)
     if step is not None:
