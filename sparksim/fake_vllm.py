@@ -829,6 +829,47 @@ def _hold_forever() -> None:
         time.sleep(3600)
 
 
+def _activity(directory: str) -> tuple[int, int]:
+    """Running and waiting requests in a node's GPU activity files of engines still alive."""
+    running = waiting = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0
+    for name in names:
+        if not name.isdigit() or not os.path.isdir(f"/proc/{name}"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as fh:
+                fields = fh.read().split()
+            running, waiting = running + int(fields[0]), waiting + int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return running, waiting
+
+
+def _mirror_head_activity(node: Node, head_ip: str | None, pid: int) -> None:
+    """A rank on another node computes the same batch as the head's engine: its GPU is as busy. Copy the head's
+    activity into this node's file for as long as the rank lives."""
+    head = node.peer_by_ip(head_ip) if head_ip else None
+    if head is None or os.path.realpath(head.dir) == os.path.realpath(node.dir):
+        _hold_forever()
+    own = gpu_activity_path(node, pid)
+    shown = None
+    while True:
+        now = _activity(os.path.join(head.dir, "gpu"))
+        if now != shown:
+            tmp = f"{own}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(f"{now[0]} {now[1]}\n")
+                os.replace(tmp, own)
+                shown = now
+            except OSError:
+                pass
+        time.sleep(0.25)
+
+
 def _engine_failed(log: Logger, core: str, api: str, frames: list[tuple[str, int, str, str]], final: list[str]) -> None:
     """The end of a failed engine start: the root cause (logged by the engine core), then the API server's
     traceback whose last line points back at it."""
@@ -1427,7 +1468,7 @@ def serve(node: Node, argv: list[str]) -> int:
     )
 
     if headless:
-        _hold_forever()
+        _mirror_head_activity(node, master[0], pid)
 
     if mode == "never-ready":
         _hold_forever()
