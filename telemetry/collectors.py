@@ -82,12 +82,29 @@ def _number(value: float) -> float | None:
     return value if value == value and value not in (float("inf"), float("-inf")) else None  # NaN and infinities
 
 
+WANTED = frozenset((*GAUGES_SUMMED, *KV_CACHE_GAUGES, *COUNTERS))
+
+
+def _wanted_lines(text: str) -> str:
+    """Only the samples (and their TYPE lines) of the figures read: vLLM's page is mostly histogram buckets, and
+    prometheus-client's parser is pure Python."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] == "TYPE" and (parts[2] in WANTED or f"{parts[2]}_total" in WANTED):
+                kept.append(line)
+        elif line.split("{", 1)[0].split(" ", 1)[0] in WANTED:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def parse_engine_metrics(text: str) -> EngineLoad | None:
     """The load figures of a vLLM `/metrics` page (Prometheus text format); None when it holds none of them."""
     sums: dict[str, float] = {}
     cache: list[float] = []
     try:
-        families = list(text_string_to_metric_families(text))
+        families = list(text_string_to_metric_families(_wanted_lines(text)))
     except (ValueError, TypeError, IndexError):
         return None
     for family in families:
