@@ -223,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.sweeps import run_in_child
 
         results["sweeps"] = run_in_child(workdir=log_dir, quick=args.quick)
+        _log("load sampling: CPU per sample, API reads with sampling off and on (own process and data directory)")
+        from bench import sampling
+
+        results["sampling"] = sampling.run_in_child(workdir=log_dir, quick=args.quick)
+        _log(sampling.report(results["sampling"]))
     except Exception:
         traceback.print_exc()
         _log(f"the run failed; logs of the children are in {log_dir}")

@@ -26,6 +26,7 @@ from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
 from sparkcontrol.bodylimit import PUBLIC_API_PATHS
 from swaps.api import router as swaps_router
+from telemetry.api import router as telemetry_router
 
 SECURITY_SCHEMES = {
     "bearer": {
@@ -138,3 +139,4 @@ api.add_router("/", cluster_router)
 # Coordination first: its /swap/lock must win over the swaps router's /swap/{id}.
 api.add_router("/", coordination_router)
 api.add_router("/", swaps_router)
+api.add_router("/", telemetry_router)

@@ -48,6 +48,7 @@ class DatabaseCollector(Collector):
                 *self._probes(),
                 *self._webhooks(),
                 *self._tasks(),
+                *self._load(),
             ]
         except DatabaseError:
             logger.exception("metrics: the database could not be read")
@@ -231,6 +232,12 @@ class DatabaseCollector(Collector):
         for (queue, status), n in _grouped_counts(DBTaskResult.objects.all(), "queue_name", "status").items():
             tasks.add_metric([queue, status], n)
         return [tasks]
+
+    # --- load (the latest sample) -----------------------------------------------------------------------------
+    def _load(self) -> list[Metric]:
+        from telemetry.metrics import load_metric_families
+
+        return load_metric_families()
 
 
 def _grouped_counts(rows: QuerySet, *columns: str) -> dict[tuple[Any, ...], int]:

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "swaps",
     "coordination",
     "gateway",
+    "telemetry",
 ]
 
 MIDDLEWARE = [
@@ -231,6 +232,9 @@ SPARKCONTROL = {
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
     # How long a swap waits for the gateway's in-flight requests to the outgoing model to finish.
     "GATEWAY_DRAIN_SECONDS": env_float("SPARKCONTROL_GATEWAY_DRAIN_SECONDS", 30.0, minimum=0.0, maximum=3600.0),
+    # Load over time (GET /api/load, the dashboard's charts): a sample of every Spark, vLLM and the gateway.
+    "LOAD_SAMPLING": env_bool("SPARKCONTROL_LOAD_SAMPLING", True),
+    "LOAD_SAMPLE_SECONDS": env_float("SPARKCONTROL_LOAD_SAMPLE_SECONDS", 10.0, minimum=1.0, maximum=3600.0),
 }
 
 # The /v1 gateway (read by gateway/conf.py; per-service caps are `Service.max_in_flight`, edited in the admin).

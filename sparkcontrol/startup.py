@@ -104,6 +104,9 @@ def on_serve_start(*, previous_pid: int | None = None) -> threading.Event:
     from cluster.schedule import probes_schedule_start
 
     probes_schedule_start()
+    from telemetry.schedule import load_sampling_start
+
+    load_sampling_start()
     _reap_gone_workers(previous_pid=previous_pid)
     _housekeeping_once()
     stop = threading.Event()
@@ -145,11 +148,13 @@ def _reap_gone_workers(*, previous_pid: int | None = None) -> None:
 def _housekeeping_once() -> None:
     from cluster.schedule import probes_schedule_revive
     from swaps.services import swaps_reap_stale
+    from telemetry.schedule import load_sampling_revive
 
     try:
         for swap in swaps_reap_stale():
             logger.warning("swap %s (%s) was interrupted: %s", swap.id, swap.model_key, swap.error)
         probes_schedule_revive()
+        load_sampling_revive()
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("housekeeping failed")
     finally:

@@ -125,13 +125,51 @@ exec /bin/date -d "@$(( $(/bin/date +%s) + off ))" "$@"
 """
 
 NVIDIA_SMI_SCRIPT = """#!/bin/bash
-# Fake nvidia-smi of a GB10: unified memory, so memory queries are "Not Supported".
+# Fake nvidia-smi of a GB10: unified memory, so memory queries answer "[N/A]" ("Not Supported" in the table).
+# utilization.gpu follows the node's fake vLLM engines: each keeps gpu/<pid> holding "<running> <waiting>".
+gpu_dir={gpu_dir}
+utilization() {{
+  local busy=0 f pid running waiting
+  for f in "$gpu_dir"/*; do
+    [ -f "$f" ] || continue
+    pid=${{f##*/}}
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    if [ ! -d "/proc/$pid" ]; then rm -f "$f"; continue; fi
+    read -r running waiting < "$f"
+    busy=$((busy + ${{running:-0}}))
+  done
+  if [ "$busy" -gt 0 ]; then busy=$((40 + 15 * busy)); [ "$busy" -gt 100 ] && busy=100; fi
+  echo "$busy"
+}}
+query=""; header=1; units=1
+for a in "$@"; do
+  case "$a" in
+    --query-gpu=*) query=${{a#--query-gpu=}} ;;
+    --format=*)
+      case "$a" in *noheader*) header="" ;; esac
+      case "$a" in *nounits*) units="" ;; esac ;;
+  esac
+done
+if [ -n "$query" ]; then
+  IFS=, read -ra fields <<< "$query"
+  heads=(); values=()
+  for field in "${{fields[@]}}"; do
+    case "$field" in
+      name|gpu_name) heads+=("name"); values+=("NVIDIA GB10") ;;
+      utilization.gpu) heads+=("utilization.gpu [%]"); values+=("$(utilization)${{units:+ %}}") ;;
+      memory.*) heads+=("$field [MiB]"); values+=("[N/A]") ;;
+      *) echo "Field \"$field\" is not a valid field to query." >&2; exit 2 ;;
+    esac
+  done
+  join() {{ local out="" item; for item in "$@"; do out+="${{out:+, }}$item"; done; echo "$out"; }}
+  [ -n "$header" ] && join "${{heads[@]}}"
+  join "${{values[@]}}"
+  exit 0
+fi
 case " $* " in
-  *"--query-gpu=name"*) echo "NVIDIA GB10" ;;
-  *"--query-gpu="*memory*) echo "[N/A]" ;;
   *"-L"*) echo "GPU 0: NVIDIA GB10 (UUID: GPU-5f1c0b7e-9a3d-4c2b-8e6f-7a1d0c9b8a7f)" ;;
   *) echo "NVIDIA-SMI 580.95.05    Driver Version: 580.95.05    CUDA Version: 13.0"
-     echo "GPU 0: NVIDIA GB10    Memory-Usage: Not Supported" ;;
+     echo "GPU 0: NVIDIA GB10    Memory-Usage: Not Supported    GPU-Util: $(utilization)%" ;;
 esac
 """
 
@@ -470,7 +508,8 @@ class SimCluster:
                 text += self._fake_launcher_text(node)
             _write_exec(os.path.join(node.dir, path), text)
         _write_exec(os.path.join(node.dir, "bin", "ray"), RAY_SCRIPT)
-        _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT)
+        gpu_dir = shlex.quote(os.path.join(node.dir, "gpu"))
+        _write_exec(os.path.join(node.dir, "bin", "nvidia-smi"), NVIDIA_SMI_SCRIPT.format(gpu_dir=gpu_dir))
         sim_env_path = shlex.quote(os.path.join(node.dir, "sim.env"))
         _write_exec(os.path.join(node.dir, "bin", "date"), DATE_SCRIPT.format(sim_env=sim_env_path))
         _write_exec(os.path.join(node.dir, "bin", "earlyoom"), EARLYOOM_SCRIPT)

@@ -359,20 +359,64 @@ class Logger:
 # ---------------------------------------------------------------------------------------------
 # the model server
 # ---------------------------------------------------------------------------------------------
+# vLLM's default batch size (--max-num-seqs): requests beyond it wait for a place in the batch.
+DEFAULT_MAX_NUM_SEQS = 256
+
+
 class EngineState:
-    def __init__(self, served_names: list[str], max_model_len: int, root_model: str):
+    def __init__(
+        self,
+        served_names: list[str],
+        max_model_len: int,
+        root_model: str,
+        max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+        activity_path: str | None = None,
+    ):
         self.served_names = served_names
         self.max_model_len = max_model_len
         self.root_model = root_model
+        self.max_num_seqs = max(1, max_num_seqs)
+        self.activity_path = activity_path
         self.dead = False
         self.wedged = False
         self.lock = threading.Lock()
+        self.slot_free = threading.Condition(self.lock)
         self.running = 0
+        self.waiting = 0
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.requests_total = 0
         self.finished_early: set[int] = set()
         self.created = int(time.time())
+        self.publish()
+
+    def admit(self) -> None:
+        """Wait for a place in the batch (counted as waiting meanwhile), then count as running. Holds the lock."""
+        self.waiting += 1
+        self.publish()
+        while self.running >= self.max_num_seqs:
+            self.slot_free.wait()
+        self.waiting -= 1
+        self.running += 1
+        self.publish()
+
+    def finish(self) -> None:
+        """One running request left the batch. Holds the lock."""
+        self.running -= 1
+        self.slot_free.notify()
+        self.publish()
+
+    def publish(self) -> None:
+        """Write the engine's batch to the node's GPU activity file (what the node's fake nvidia-smi reads)."""
+        if self.activity_path is None:
+            return
+        tmp = f"{self.activity_path}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(f"{self.running} {self.waiting}\n")
+            os.replace(tmp, self.activity_path)
+        except OSError:
+            pass
 
 
 WORDS = (
@@ -520,7 +564,7 @@ def _make_handler(engine: EngineState, log: Logger):
             prompt = json.dumps(body.get("messages") if chat else body.get("prompt", ""))
             prompt_tokens = max(1, len(prompt.split()))
             with engine.lock:
-                engine.running += 1
+                engine.admit()
                 engine.requests_total += 1
                 engine.prompt_tokens += prompt_tokens
             try:
@@ -541,7 +585,7 @@ def _make_handler(engine: EngineState, log: Logger):
                     if threading.get_ident() in engine.finished_early:
                         engine.finished_early.discard(threading.get_ident())
                     else:
-                        engine.running -= 1
+                        engine.finish()
 
         def _stream(self, chat: bool, model: str, n_tokens: int, prompt_tokens: int, body: dict) -> None:
             self.send_response(200)
@@ -619,7 +663,7 @@ def _make_handler(engine: EngineState, log: Logger):
                 )
             # The request is finished before its last chunk leaves, as in vLLM.
             with engine.lock:
-                engine.running -= 1
+                engine.finish()
                 engine.finished_early.add(threading.get_ident())
             send("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
@@ -658,10 +702,19 @@ def _completion(chat: bool, model: str, text: str, n_tokens: int, prompt_tokens:
     }
 
 
+def gpu_activity_path(node: Node, pid: int) -> str:
+    """`<node>/gpu/<pid>`: this engine's running and waiting requests; the node's nvidia-smi sums the files of
+    engines that are still alive (a killed engine's file is ignored, then removed)."""
+    directory = os.path.join(node.dir, "gpu")
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, str(pid))
+
+
 def _metrics(engine: EngineState) -> str:
     with engine.lock:
-        running, gen, prompt, total = (
+        running, waiting, gen, prompt, total = (
             engine.running,
+            engine.waiting,
             engine.generation_tokens,
             engine.prompt_tokens,
             engine.requests_total,
@@ -673,10 +726,10 @@ def _metrics(engine: EngineState) -> str:
         f"vllm:num_requests_running{{{labels}}} {float(running)}\n"
         "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
         "# TYPE vllm:num_requests_waiting gauge\n"
-        f"vllm:num_requests_waiting{{{labels}}} 0.0\n"
+        f"vllm:num_requests_waiting{{{labels}}} {float(waiting)}\n"
         "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
         "# TYPE vllm:kv_cache_usage_perc gauge\n"
-        f"vllm:kv_cache_usage_perc{{{labels}}} {min(1.0, running * 0.01):.2f}\n"
+        f"vllm:kv_cache_usage_perc{{{labels}}} {min(1.0, running / engine.max_num_seqs):.4f}\n"
         "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n"
         "# TYPE vllm:prompt_tokens_total counter\n"
         f"vllm:prompt_tokens_total{{{labels}}} {float(prompt)}\n"
@@ -774,6 +827,47 @@ def _sleep(seconds: float) -> None:
 def _hold_forever() -> None:
     while True:
         time.sleep(3600)
+
+
+def _activity(directory: str) -> tuple[int, int]:
+    """Running and waiting requests in a node's GPU activity files of engines still alive."""
+    running = waiting = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0
+    for name in names:
+        if not name.isdigit() or not os.path.isdir(f"/proc/{name}"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as fh:
+                fields = fh.read().split()
+            running, waiting = running + int(fields[0]), waiting + int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return running, waiting
+
+
+def _mirror_head_activity(node: Node, head_ip: str | None, pid: int) -> None:
+    """A rank on another node computes the same batch as the head's engine: its GPU is as busy. Copy the head's
+    activity into this node's file for as long as the rank lives."""
+    head = node.peer_by_ip(head_ip) if head_ip else None
+    if head is None or os.path.realpath(head.dir) == os.path.realpath(node.dir):
+        _hold_forever()
+    own = gpu_activity_path(node, pid)
+    shown = None
+    while True:
+        now = _activity(os.path.join(head.dir, "gpu"))
+        if now != shown:
+            tmp = f"{own}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(f"{now[0]} {now[1]}\n")
+                os.replace(tmp, own)
+                shown = now
+            except OSError:
+                pass
+        time.sleep(0.25)
 
 
 def _engine_failed(log: Logger, core: str, api: str, frames: list[tuple[str, int, str, str]], final: list[str]) -> None:
@@ -1374,7 +1468,7 @@ def serve(node: Node, argv: list[str]) -> int:
     )
 
     if headless:
-        _hold_forever()
+        _mirror_head_activity(node, master[0], pid)
 
     if mode == "never-ready":
         _hold_forever()
@@ -1384,7 +1478,13 @@ def serve(node: Node, argv: list[str]) -> int:
         f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {tokens // 16}",
     )
     log.info("api_server.py:1634", "Supported_tasks: ['generate']")
-    engine = EngineState(served, max_len, model)
+    engine = EngineState(
+        served,
+        max_len,
+        model,
+        max_num_seqs=int(opts.get("--max-num-seqs") or DEFAULT_MAX_NUM_SEQS),
+        activity_path=gpu_activity_path(node, pid),
+    )
     if mode == "wedged":
         engine.wedged = True
     from http.server import ThreadingHTTPServer

@@ -38,7 +38,12 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, sim: Any) -> Iterator[Server]:
     """Spark Control as `manage.py serve` runs it: one process, SQLite, in-memory channel layer, embedded worker."""
-    running = Server(tmp=tmp_path_factory.mktemp("browser-server"), sim=sim, extra_env={"DISABLED_SERVICES": DISABLED})
+    running = Server(
+        tmp=tmp_path_factory.mktemp("browser-server"),
+        sim=sim,
+        # Load samples every 2 s, so the load charts move within a test.
+        extra_env={"DISABLED_SERVICES": DISABLED, "SPARKCONTROL_LOAD_SAMPLE_SECONDS": "2"},
+    )
     try:
         yield running.start()
     finally:
