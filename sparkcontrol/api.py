@@ -21,6 +21,7 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
+from actions.api import router as actions_router
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
@@ -138,3 +139,4 @@ api.add_router("/", cluster_router)
 # Coordination first: its /swap/lock must win over the swaps router's /swap/{id}.
 api.add_router("/", coordination_router)
 api.add_router("/", swaps_router)
+api.add_router("/", actions_router)

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "axes",  # failed sign-ins counted per user and address, lockouts in the admin (see docs/decisions)
     "sparkcontrol",
+    "actions",  # before coordination: its `schedule` command extends coordination's
     "catalog",
     "cluster",
     "swaps",
@@ -133,7 +134,9 @@ else:
 
 # "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
 # rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps", "actions"]}
+}
 
 # The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
 LOGGING = {
@@ -224,3 +227,11 @@ SPARKCONTROL = {
     # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
 }
+
+# Scheduled actions (actions/): how often the periodic tick looks for due occurrences (it also wakes at each
+# action's next occurrence); how late an occurrence may start before it counts as missed (then the action's missed-run
+# policy applies); the /v1 address a warm-up request is sent to (this process's own gateway); its time limit.
+ACTIONS_TICK_SECONDS = env_float("SPARKCONTROL_ACTIONS_TICK_SECONDS", 30.0, minimum=0.5, maximum=3600.0)
+ACTIONS_MISSED_AFTER_SECONDS = env_float("SPARKCONTROL_ACTIONS_MISSED_AFTER_SECONDS", 300.0, minimum=1.0)
+ACTIONS_GATEWAY_URL = env_str("SPARKCONTROL_ACTIONS_GATEWAY_URL", "http://127.0.0.1:9999")
+ACTIONS_WARM_TIMEOUT_SECONDS = env_float("SPARKCONTROL_ACTIONS_WARM_TIMEOUT_SECONDS", 300.0, minimum=1.0)
