@@ -43,14 +43,18 @@ class MissedPolicy(models.TextChoices):
 
 
 def cron_error(expression: str) -> str | None:
-    """Why `expression` is not a five-field cron expression (or an @-macro such as @daily); None when it is one."""
+    """Why `expression` is not a cron expression; None when it is one.
+
+    Five fields (minute hour day-of-month month day-of-week), optionally a sixth for seconds, or an @-macro such
+    as @daily.
+    """
     text = (expression or "").strip()
     if not text:
         return "give a cron expression such as '0 2 * * *'"
     if len(text) > CRON_MAX_LENGTH:
         return f"give at most {CRON_MAX_LENGTH} characters"
-    if not text.startswith("@") and len(text.split()) != 5:
-        return "give five fields (minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
+    if not text.startswith("@") and len(text.split()) not in (5, 6):
+        return "give five fields (minute hour day-of-month month day-of-week, and optionally seconds), e.g. '0 2 * * *'"
     if text in ("@reboot",) or not croniter.is_valid(text):
         return f"{text!r} is not a valid cron expression"
     return None
@@ -71,7 +75,9 @@ class ScheduledAction(models.Model):
     """A control-plane action Spark Control runs itself whenever its cron expression fires in its time zone."""
 
     name = models.CharField(max_length=64, unique=True, validators=[validate_schedule_id])
-    cron = models.CharField(max_length=CRON_MAX_LENGTH, help_text="Five-field cron expression, e.g. '0 2 * * *'.")
+    cron = models.CharField(
+        max_length=CRON_MAX_LENGTH, help_text="Cron expression, e.g. '0 2 * * *' (a sixth field is seconds)."
+    )
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone the cron expression is in.")
     action = models.CharField(max_length=16, choices=ActionKind.choices)
     model = models.CharField(max_length=64, blank=True, default="", help_text="Catalog key (swap).")
