@@ -62,6 +62,7 @@ ACTION_FIELDS = (
 INTERRUPTED = "interrupted: the process running it stopped"
 HEARTBEAT_SECONDS = 5.0
 LOCK_POLL_SECONDS = 2.0
+SECONDS_PER_WAIT_MINUTE = 60  # wait_minutes is in minutes (tests shorten the minute)
 SWAP_POLL_SECONDS = 2.0
 LOCK_TTL_SECONDS = 600  # extended while the swap runs; a holder that died frees it within this
 TICK_RESULTS_KEPT = timedelta(hours=1)
@@ -569,7 +570,9 @@ def _lock_take(run: ActionRun) -> tuple[str | None, str]:
     from coordination.services import LockHeld, lock_acquire, lock_release_held_by
 
     action = run.action
-    deadline = time.monotonic() + (action.wait_minutes * 60 if action.when_locked == WhenLocked.WAIT else 0)
+    deadline = time.monotonic() + (
+        action.wait_minutes * SECONDS_PER_WAIT_MINUTE if action.when_locked == WhenLocked.WAIT else 0
+    )
     waiting_noted = False
     while True:
         try:
