@@ -33,6 +33,15 @@ def test_a_scheduled_swap_appears_on_the_dashboard_and_runs(dashboard, clean):
         swap = clean.swap_wait(runs[0]["swap"])
         assert swap["state"] == "ready" and swap["requested_by"] == "scheduler:browser-nightly"
         assert "swapped to tiny" in row.inner_text()
+
+        # A warm-up of the model now served, run now: one-token completion through this server's gateway.
+        warm = {"name": "browser-warm", "cron": "0 6 * * *", "action": "warm"}
+        assert clean.api("POST", "/actions", json=warm, token=clean.admin_token).status_code == 201
+        assert clean.api("POST", "/actions/browser-warm/run", token=clean.admin_token).status_code == 202
+        warm_row = panel.locator("tr[data-action='browser-warm']")
+        warm_row.locator("[data-outcome='ok']").wait_for(timeout=60_000)
+        assert "answered a one-token completion" in warm_row.inner_text()
     finally:
-        clean.api("DELETE", "/actions/browser-nightly", token=clean.admin_token)
+        for name in ("browser-nightly", "browser-warm"):
+            clean.api("DELETE", f"/actions/{name}", token=clean.admin_token)
     panel.get_by_text("No scheduled actions.").wait_for()  # the deletion reaches the page too
