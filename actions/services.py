@@ -579,7 +579,8 @@ def _lock_take(run: ActionRun) -> tuple[str | None, str]:
             grant, _ = lock_acquire(holder=action.holder, ttl_seconds=LOCK_TTL_SECONDS, actor=action.holder)
             return grant.token, ""
         except LockHeld as held:
-            if held.holder == action.holder:
+            others = ActionRun.objects.filter(action=action, outcome=RunOutcome.RUNNING).exclude(pk=run.pk)
+            if held.holder == action.holder and not others.exists():
                 # This action's own hold from a run that did not finish (its token is gone): free it and retry.
                 lock_release_held_by(holder=action.holder, actor=action.holder)
                 continue

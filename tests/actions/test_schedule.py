@@ -7,6 +7,8 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
+from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from actions import services
@@ -17,6 +19,7 @@ from actions.services import (
     actions_due_claim,
     actions_reap_gone_workers,
     actions_reap_stale,
+    actions_schedule_start,
     actions_tick,
     occurrence_claim,
 )
@@ -25,8 +28,10 @@ pytestmark = pytest.mark.django_db(transaction=True)  # on-commit enqueues happe
 
 
 class Clock:
+    """The scheduler's clock, moved by hand; in the future, so tasks it queues for later wait in the queue."""
+
     def __init__(self) -> None:
-        self.at = datetime(2026, 6, 17, 11, 59, 58, tzinfo=UTC)
+        self.at = datetime(2030, 6, 17, 11, 59, 58, tzinfo=UTC)
 
     def now(self) -> datetime:
         return self.at
@@ -53,18 +58,18 @@ def _queued_runs() -> list[int]:
 
 def test_an_occurrence_is_claimed_once_and_the_next_one_scheduled(clock):
     action = _sweep()
-    assert action.next_run == datetime(2026, 6, 17, 12, 0, tzinfo=UTC)
+    assert action.next_run == datetime(2030, 6, 17, 12, 0, tzinfo=UTC)
     assert actions_due_claim(now=clock.now()) == []  # not due yet
     clock.advance(3)
     stale_copy = ScheduledAction.objects.get(pk=action.pk)
     (run,) = actions_due_claim(now=clock.now())
-    assert run.scheduled_for == datetime(2026, 6, 17, 12, 0, tzinfo=UTC) and run.outcome == RunOutcome.RUNNING
+    assert run.scheduled_for == datetime(2030, 6, 17, 12, 0, tzinfo=UTC) and run.outcome == RunOutcome.RUNNING
     assert run.detail == ""
     # A second worker that read the action before the claim matches no row.
     assert occurrence_claim(action=stale_copy, now=clock.now()) is None
     assert actions_due_claim(now=clock.now()) == []
     action.refresh_from_db()
-    assert action.next_run == datetime(2026, 6, 17, 13, 0, tzinfo=UTC)
+    assert action.next_run == datetime(2030, 6, 17, 13, 0, tzinfo=UTC)
     assert _queued_runs() == [run.id]
 
 
@@ -76,15 +81,30 @@ def test_the_unique_occurrence_backs_the_claim(clock):
     assert ActionRun.objects.count() == 1
 
 
+def _run_ready_tasks(queues: list[str]) -> None:
+    """A db_worker loop on these queues until nothing is ready: what a restarted serving process's worker does."""
+    Worker(
+        queue_names=queues,
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="restarted",
+        excluded_queue_names=[],
+    ).run()
+
+
 @pytest.mark.parametrize("policy", ["run_latest", "skip"])
 def test_a_restart_across_due_times_follows_the_missed_run_policy(clock, policy):
-    """Spark Control stops before 12:00 and comes back at 15:20: three hourly occurrences passed."""
+    """Spark Control stops before 12:00 and starts again at 15:20: four hourly occurrences passed."""
     action = _sweep(missed=policy)
     clock.advance(3 * 3600 + 20 * 60)
-    actions_tick(chain=True)
+    actions_schedule_start()  # what a serving process does as it starts
+    _run_ready_tasks(["default"])  # its worker takes the tick (runs themselves are on the "actions" queue)
     (run,) = ActionRun.objects.all()  # never a burst: one record for the missed occurrences
-    assert run.scheduled_for == datetime(2026, 6, 17, 15, 0, tzinfo=UTC)
-    assert "missed 4 occurrences since 2026-06-17T12:00:00+00:00" in run.detail
+    assert run.scheduled_for == datetime(2030, 6, 17, 15, 0, tzinfo=UTC)
+    assert "missed 4 occurrences since 2030-06-17T12:00:00+00:00" in run.detail
     if policy == "run_latest":
         assert run.outcome == RunOutcome.RUNNING and "running the latest once" in run.detail
         assert _queued_runs() == [run.id]
@@ -92,9 +112,29 @@ def test_a_restart_across_due_times_follows_the_missed_run_policy(clock, policy)
         assert run.outcome == RunOutcome.SKIPPED and "skipped by policy" in run.detail and run.finished_at
         assert _queued_runs() == []
     action.refresh_from_db()
-    assert action.next_run == datetime(2026, 6, 17, 16, 0, tzinfo=UTC)
+    assert action.next_run == datetime(2030, 6, 17, 16, 0, tzinfo=UTC)
     actions_tick(chain=True)
     assert ActionRun.objects.count() == 1
+
+
+def test_a_swap_run_of_a_process_that_stopped_is_recorded_at_start_up_and_its_lock_freed(clock):
+    """The process that ran the run is gone (its pid is the data directory's previous one)."""
+    from coordination.models import SwapLock
+    from coordination.services import lock_acquire
+    from sparkcontrol.startup import _reap_gone_workers
+
+    pid = 4_000_000 + os.getpid() % 1000  # above pid_max: no such process
+    action = action_create(data={"name": "nightly", "cron": "0 3 * * *", "action": "warm"}, actor="test")
+    ScheduledAction.objects.filter(pk=action.pk).update(action="swap", model="x")
+    lock_acquire(holder="scheduler:nightly", ttl_seconds=600, actor="scheduler:nightly")
+    now = services._now()
+    run = ActionRun.objects.create(
+        action=action, scheduled_for=now, started_at=now, heartbeat_at=now, worker=f"{socket.gethostname()}:{pid}"
+    )
+    _reap_gone_workers(previous_pid=pid)
+    run.refresh_from_db()
+    assert run.outcome == RunOutcome.FAILED and run.detail.startswith("interrupted: the process running it stopped")
+    assert not SwapLock.objects.get().is_held(timezone.now())
 
 
 def test_a_late_single_occurrence_counts_as_missed_past_the_grace(clock, settings):
@@ -114,7 +154,7 @@ def test_a_paused_action_never_runs_and_resuming_does_not_catch_up(clock):
     clock.advance(5 * 3600)
     assert actions_due_claim(now=clock.now()) == []
     action = services.action_set_enabled(action=action, enabled=True, actor="test")
-    assert action.next_run == datetime(2026, 6, 17, 17, 0, tzinfo=UTC)
+    assert action.next_run == datetime(2030, 6, 17, 17, 0, tzinfo=UTC)
     assert actions_due_claim(now=clock.now()) == []
 
 
@@ -122,9 +162,9 @@ def test_time_zones_and_seconds(clock):
     berlin = action_create(
         data={"name": "berlin", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "action": "warm"}, actor="t"
     )
-    assert berlin.next_run == datetime(2026, 6, 18, 0, 0, tzinfo=UTC)  # 02:00 CEST
+    assert berlin.next_run == datetime(2030, 6, 18, 0, 0, tzinfo=UTC)  # 02:00 CEST
     soon = action_create(data={"name": "soon", "cron": "0 12 * * * 0", "action": "warm"}, actor="t")
-    assert soon.next_run == datetime(2026, 6, 17, 12, 0, 0, tzinfo=UTC)
+    assert soon.next_run == datetime(2030, 6, 17, 12, 0, 0, tzinfo=UTC)
 
 
 def test_the_chain_tick_keeps_one_successor(clock, settings):
@@ -132,7 +172,7 @@ def test_the_chain_tick_keeps_one_successor(clock, settings):
     _sweep(cron="* * * * * 10")  # due at 11:59:10 ... next at 12:00:10
     actions_tick(chain=True)
     lease = TickLease.objects.get()
-    assert lease.next_due == datetime(2026, 6, 17, 12, 0, 10, tzinfo=UTC)  # the soonest action, before the period
+    assert lease.next_due == datetime(2030, 6, 17, 12, 0, 10, tzinfo=UTC)  # the soonest action, before the period
     ticks = DBTaskResult.objects.filter(task_path="actions.tasks.actions_tick")
     chain = [t for t in ticks if t.args_kwargs["args"] == [True]]
     assert len(chain) == 1
