@@ -66,6 +66,7 @@ SECONDS_PER_WAIT_MINUTE = 60  # wait_minutes is in minutes (tests shorten the mi
 SWAP_POLL_SECONDS = 2.0
 LOCK_TTL_SECONDS = 600  # extended while the swap runs; a holder that died frees it within this
 TICK_RESULTS_KEPT = timedelta(hours=1)
+RUNS_KEPT = 500  # per action
 
 
 class ActionExists(Exception):
@@ -378,6 +379,7 @@ def actions_tick(*, chain: bool) -> str:
         if chain:
             actions_reap_stale(now=now)
             _prune_tick_results(now=now)
+            actions_runs_prune()
     runs = actions_due_claim(now=now)
     return f"{len(runs)} run(s) claimed" + (" (chain)" if chain else "")
 
@@ -391,6 +393,18 @@ def _prune_tick_results(*, now: datetime) -> None:
     DBTaskResult.objects.filter(
         task_path=tick_task.module_path, status="SUCCESSFUL", finished_at__lt=now - TICK_RESULTS_KEPT
     ).delete()
+
+
+def actions_runs_prune(*, keep: int = RUNS_KEPT) -> int:
+    """Keep the newest `keep` runs of each action (finished ones beyond are deleted); returns how many went."""
+    deleted = 0
+    for action in ScheduledAction.objects.only("pk"):
+        newest = action.runs.order_by("-scheduled_for", "-id").values_list("scheduled_for", flat=True)
+        cutoff = newest[keep : keep + 1].first()
+        if cutoff is not None:
+            old = action.runs.filter(scheduled_for__lte=cutoff).exclude(outcome=RunOutcome.RUNNING)
+            deleted += old.delete()[0]
+    return deleted
 
 
 def actions_schedule_start() -> None:
@@ -551,6 +565,7 @@ def action_run_execute(*, run_id: int) -> ActionRun | None:
     if run is None:
         return None
     runner = RUNNERS[ActionKind(run.action.action)]
+    claim_note = run.detail  # why a late occurrence ran (the missed-run policy), kept beside the outcome
     try:
         with _heartbeat(run.id):
             outcome, detail = runner(run)
@@ -559,7 +574,7 @@ def action_run_execute(*, run_id: int) -> ActionRun | None:
     except Exception as exc:  # noqa: BLE001 - a run that breaks is recorded as failed, with why
         logger.exception("scheduled action %s (run %s) failed", run.action.name, run.id)
         outcome, detail = RunOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
-    return _run_finish(run, outcome, detail)
+    return _run_finish(run, outcome, f"{detail} ({claim_note})" if claim_note else detail)
 
 
 # swap ----------------------------------------------------------------------------------------------------------------

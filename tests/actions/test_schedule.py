@@ -108,6 +108,9 @@ def test_a_restart_across_due_times_follows_the_missed_run_policy(clock, policy)
     if policy == "run_latest":
         assert run.outcome == RunOutcome.RUNNING and "running the latest once" in run.detail
         assert _queued_runs() == [run.id]
+        done = services.action_run_execute(run_id=run.id)
+        assert done.outcome == RunOutcome.OK and done.detail.startswith("status sweep:")
+        assert "missed 4 occurrences" in done.detail  # why it ran late stays beside what it did
     else:
         assert run.outcome == RunOutcome.SKIPPED and "skipped by policy" in run.detail and run.finished_at
         assert _queued_runs() == []
@@ -208,3 +211,14 @@ def test_runs_of_a_gone_process_and_stale_runs_are_recorded_as_interrupted(clock
     assert [run.id for run in actions_reap_stale(now=now + timedelta(seconds=60))] == [live.id]
     live.refresh_from_db()
     assert live.outcome == RunOutcome.FAILED and live.detail.startswith(INTERRUPTED)
+
+
+def test_old_runs_are_pruned_per_action(clock):
+    action = _sweep()
+    start = services._now()
+    ActionRun.objects.bulk_create(
+        [ActionRun(action=action, scheduled_for=start + timedelta(hours=i), outcome=RunOutcome.OK) for i in range(8)]
+    )
+    assert services.actions_runs_prune(keep=5) == 3
+    kept = list(ActionRun.objects.order_by("scheduled_for").values_list("scheduled_for", flat=True))
+    assert kept == [start + timedelta(hours=i) for i in range(3, 8)]
