@@ -555,7 +555,10 @@ def _run_finish(run: ActionRun, outcome: str, detail: str, **fields: Any) -> Act
                 detail={"run": run.id, "detail": detail[:500], "swap": str(run.swap_id) if run.swap_id else None},
             )
             _push_action(run.action)
-    run.refresh_from_db()
+    try:
+        run.refresh_from_db()
+    except ActionRun.DoesNotExist:
+        pass  # the action was deleted while it ran, its runs with it
     return run
 
 
