@@ -21,6 +21,7 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
+from actions.api import router as actions_router
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
@@ -140,3 +141,4 @@ api.add_router("/", cluster_router)
 api.add_router("/", coordination_router)
 api.add_router("/", swaps_router)
 api.add_router("/", telemetry_router)
+api.add_router("/", actions_router)

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "realtime",
+    "actions",  # before coordination: its `schedule` command extends coordination's
     "catalog",
     "cluster",
     "swaps",
@@ -137,7 +138,9 @@ else:
 
 # "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
 # rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps", "actions"]}
+}
 
 # The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
 LOGGING = {
@@ -253,3 +256,11 @@ SPARKCONTROL_GATEWAY = {
     "TICK_SECONDS": env_float("SPARKCONTROL_GATEWAY_TICK_SECONDS", 0.25, minimum=0.0, maximum=60.0),
     "HTTP_CLIENT": _GATEWAY_CLIENT if _GATEWAY_CLIENT in ("httpx", "aiohttp") else "aiohttp",
 }
+
+# Scheduled actions (actions/): how often the periodic tick looks for due occurrences (it also wakes at each
+# action's next occurrence); how late an occurrence may start before it counts as missed (then the action's missed-run
+# policy applies); the /v1 address a warm-up request is sent to (this process's own gateway); its time limit.
+ACTIONS_TICK_SECONDS = env_float("SPARKCONTROL_ACTIONS_TICK_SECONDS", 30.0, minimum=0.5, maximum=3600.0)
+ACTIONS_MISSED_AFTER_SECONDS = env_float("SPARKCONTROL_ACTIONS_MISSED_AFTER_SECONDS", 300.0, minimum=1.0)
+ACTIONS_GATEWAY_URL = env_str("SPARKCONTROL_ACTIONS_GATEWAY_URL", "http://127.0.0.1:9999")
+ACTIONS_WARM_TIMEOUT_SECONDS = env_float("SPARKCONTROL_ACTIONS_WARM_TIMEOUT_SECONDS", 300.0, minimum=1.0)

@@ -108,6 +108,9 @@ def on_serve_start(*, previous_pid: int | None = None) -> threading.Event:
 
     load_sampling_start()
     _reap_gone_workers(previous_pid=previous_pid)
+    from actions.services import actions_schedule_start
+
+    actions_schedule_start()
     _housekeeping_once()
     stop = threading.Event()
     threading.Thread(target=_housekeeping_loop, args=(stop,), name="housekeeping", daemon=True).start()
@@ -139,6 +142,10 @@ def _reap_gone_workers(*, previous_pid: int | None = None) -> None:
     try:
         for swap in swaps_reap_gone_workers(gone=gone):
             logger.warning("swap %s (%s) was interrupted: %s", swap.id, swap.model_key, swap.error)
+        from actions.services import actions_reap_gone_workers
+
+        for run in actions_reap_gone_workers(gone=gone):
+            logger.warning("scheduled action %s (run %s) was interrupted", run.action.name, run.id)
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("could not reap the swaps of workers that are gone")
     finally:
@@ -155,6 +162,10 @@ def _housekeeping_once() -> None:
             logger.warning("swap %s (%s) was interrupted: %s", swap.id, swap.model_key, swap.error)
         probes_schedule_revive()
         load_sampling_revive()
+        from actions.services import actions_reap_stale, actions_schedule_revive
+
+        actions_reap_stale()
+        actions_schedule_revive()
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("housekeeping failed")
     finally:

@@ -2,6 +2,7 @@
 // (re)connection it is re-read from the REST API, and the swap log catches up by sequence number.
 // Values from outside are rendered with DOM text APIs only (see dom.js).
 
+import { scheduledActions } from "./actions.js";
 import { api, apiGet, whenSignedOut } from "./api.js";
 import { $, fill, h } from "./dom.js";
 import { SwapFeed } from "./feed.js";
@@ -56,6 +57,7 @@ const panels = {
   tiles: $("#services .tiles"),
   schedule: $("#schedule .table-wrap"),
   history: $("#history .table-wrap"),
+  actions: scheduledActions($("#scheduled-actions")),
   lock: $("#lock-banner"),
   connection: $("#connection"),
   session: $("#session-notice"),
@@ -797,6 +799,9 @@ function apply(message) {
     case "schedule":
       onSchedule(message);
       break;
+    case "action":
+      panels.actions.onMessage(message);
+      break;
     case "probe":
       onProbe(message);
       break;
@@ -855,6 +860,7 @@ async function readSnapshot() {
     apiGet("/schedule"),
     apiGet(`/swaps?limit=${HISTORY_SIZE}`),
     apiGet("/models"),
+    panels.actions.resync(),
   ]);
   state.serving = status.serving;
   state.endpoints = endpoints.filter((endpoint) => !endpoint.disabled);

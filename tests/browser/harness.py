@@ -74,6 +74,7 @@ class Server:
                 "SPARKCONTROL_ADMIN_USER": ADMIN_USER,
                 "SPARKCONTROL_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "SPARKCONTROL_WORKER_INTERVAL": "0.2",
+                "SPARKCONTROL_ACTIONS_GATEWAY_URL": self.url,  # a warm-up action asks this server's own /v1
                 "LOCAL_MODEL_ROOTS": f"{self.sim.root}/models",
                 "HF_TOKEN": "",
                 **self.extra_env,
