@@ -6,14 +6,15 @@ snapshots (what is served and which swap is under way every tick; services, caps
 second) and publishes this process's in-flight counts to the drain ledger (swaps/drain.py). The thread ticks
 fast (50 ms) while a swap is active or a request is held, and every SPARKCONTROL_GATEWAY_TICK_SECONDS otherwise.
 
-This is per-process state by nature (counts of this process's own open requests), which is why caps are per
-process: N web processes allow N x max_in_flight requests to a service (docs/OPERATIONS.md, the gateway).
+The counts are per-process state by nature (this process's own open requests). With REDIS_URL set, a cap also
+holds across web processes: an admitted request then takes a slot of a Redis semaphore as well (gateway/caps.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import logging
 import threading
 import time
@@ -22,8 +23,10 @@ from collections import defaultdict, deque
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
 from django.db import DatabaseError, close_old_connections
 
+from gateway.caps import SharedCaps
 from gateway.conf import gateway_settings
 from gateway.metrics import HELD, IN_FLIGHT, QUEUED
 from gateway.routing import (
@@ -89,6 +92,7 @@ class Lease:
         self.service = service
         self.head_key = head_key
         self.released = False
+        self.shared_member: str | None = None  # its slot of the cross-process cap, when there is one
 
     def release(self) -> None:
         self.gateway._release(self)
@@ -119,6 +123,7 @@ class Gateway:
         self.change_waiters: list[_Waiter] = []
         self.held = 0
         self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = weakref.WeakKeyDictionary()
+        self._shared_caps: SharedCaps | None = None
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
         self.published: tuple[dict[str, int], str | None] | None = None
@@ -362,6 +367,8 @@ class Gateway:
             if lease.released:
                 return
             lease.released = True
+            if lease.shared_member is not None and self.shared_caps is not None:
+                self.shared_caps.release(lease.shared_member)
             if lease.head_key is not None:
                 self.head_in_flight[lease.head_key] -= 1
                 if self.head_in_flight[lease.head_key] <= 0:
@@ -369,8 +376,51 @@ class Gateway:
             self._release_slot_locked(lease.service.key, lease.service.cap)
         IN_FLIGHT.labels(lease.service.key).dec()
 
+    @property
+    def shared_caps(self) -> SharedCaps | None:
+        """The caps shared with the other web processes (Redis), or None on the embedded default."""
+        url = django_settings.REDIS_URL
+        if not url:
+            return None
+        if self._shared_caps is None or self._shared_caps.url != url:
+            database = django_settings.DATABASES["default"]
+            identity = "|".join(str(database.get(part, "")) for part in ("ENGINE", "HOST", "PORT", "NAME"))
+            self._shared_caps = SharedCaps(url, namespace=hashlib.sha256(identity.encode()).hexdigest()[:12])
+        return self._shared_caps
+
     async def acquire(self, *, service: ServiceRoute, head_key: str | None) -> Lease | Decision:
-        """A slot under the service's cap, waiting in a bounded queue for a bounded time; 429 otherwise."""
+        """A slot under the service's cap, waiting in a bounded queue for a bounded time; 429 otherwise.
+
+        Scaled out (REDIS_URL), a request admitted here also needs a slot of the cap shared by every web process,
+        which it may wait for within what is left of the same queue wait.
+        """
+        if service.cap == 0 or self.shared_caps is None:
+            return await self._acquire_local(service=service, head_key=head_key)
+        started = time.monotonic()
+        lease = await self._acquire_local(service=service, head_key=head_key)
+        if not isinstance(lease, Lease):
+            return lease
+        settings = gateway_settings()
+        left = max(0.0, settings.queue_wait_s - (time.monotonic() - started))
+        try:
+            member = await self.shared_caps.acquire(service=service.key, cap=service.cap, wait_s=left)
+        except BaseException:
+            lease.release()
+            raise
+        if member is None:
+            lease.release()
+            return _refuse(
+                429,
+                "too_many_requests",
+                f"{service.key} stayed at its cap of {service.cap} (across all web processes) for "
+                f"{settings.queue_wait_s:g} s",
+                retry_after=settings.retry_after_s,
+                service=service.key,
+            )
+        lease.shared_member = member
+        return lease
+
+    async def _acquire_local(self, *, service: ServiceRoute, head_key: str | None) -> Lease | Decision:
         settings = gateway_settings()
         with self.lock:
             queue = self.queues[service.key]

@@ -1,0 +1,144 @@
+"""Per-service caps that hold across web processes: a counting semaphore in Redis, used when REDIS_URL is set.
+
+Each admitted request holds a member of a sorted set per deployment and service
+(`sparkcontrol:gateway:cap:<deployment>:<service>`, the deployment being a digest of the database settings, so two
+installations sharing a Redis do not share caps), scored
+by when it lapses on Redis's own clock. Admission is one Lua script: drop lapsed members, then add this one if
+fewer than the cap remain. A process that dies mid-request cannot leak a slot for longer than LEASE_SECONDS:
+the members of live requests are renewed every RENEW_SECONDS by a thread of this process, which also removes
+the members of finished requests (a release never blocks the request path or the event loop).
+
+The local cap of `gateway.runtime` still applies first, so one process never holds more than the cap either. A
+request that finds the shared cap full keeps its local place and asks Redis again every POLL_SECONDS until its
+queue wait runs out; across processes the waiters are not served in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "sparkcontrol:gateway:cap:"
+LEASE_SECONDS = 30.0
+RENEW_SECONDS = 10.0
+POLL_SECONDS = 0.02
+
+# KEYS[1] the service's set; ARGV: cap, member, lease seconds. Returns 1 when admitted.
+_ACQUIRE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[2])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) * 2)
+  return 1
+end
+return 0
+"""
+
+# KEYS: sets; ARGV: lease seconds, then one member per key. Renews members still present (never re-adds one).
+_RENEW = """
+local now = redis.call('TIME')
+local until_ = tonumber(now[1]) + tonumber(now[2]) / 1000000 + tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', until_, ARGV[i + 1])
+  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[1])) * 2)
+end
+return 0
+"""
+
+
+class SharedCaps:
+    """The cross-process side of the caps: acquire on the request's loop, release and renew on a thread."""
+
+    def __init__(self, url: str, *, namespace: str = "") -> None:
+        self.url = url
+        self.prefix = f"{KEY_PREFIX}{namespace}:" if namespace else KEY_PREFIX
+        self._async_clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._held: dict[str, str] = {}  # member -> key, for renewal
+        self._lock = threading.Lock()
+        self._releases: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    # --- on the request's event loop -------------------------------------------------------------------------
+    def _client(self) -> Any:
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            self._async_clients[loop] = client
+        return client
+
+    async def acquire(self, *, service: str, cap: int, wait_s: float) -> str | None:
+        """A member of the service's set within `wait_s` seconds, or None when the cap stayed full."""
+        self._start()
+        member = uuid.uuid4().hex
+        key = self.prefix + service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        client = self._client()
+        while True:
+            if await client.eval(_ACQUIRE, 1, key, cap, member, LEASE_SECONDS):
+                with self._lock:
+                    self._held[member] = key
+                return member
+            if loop.time() + POLL_SECONDS > deadline:
+                return None
+            await asyncio.sleep(POLL_SECONDS)
+
+    # --- from any thread -------------------------------------------------------------------------------------
+    def release(self, member: str) -> None:
+        """Give the slot back (done by this process's cap thread, at once)."""
+        with self._lock:
+            key = self._held.pop(member, None)
+        if key is not None:
+            self._releases.put((key, member))
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gateway-shared-caps", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        renew = client.register_script(_RENEW)
+        while True:
+            try:
+                item = self._releases.get(timeout=RENEW_SECONDS)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.zrem(*item)
+                    while True:  # everything released meanwhile, in one round trip
+                        try:
+                            more = self._releases.get_nowait()
+                        except queue.Empty:
+                            break
+                        pipe.zrem(*more)
+                    pipe.execute()
+                    continue
+                with self._lock:
+                    held = list(self._held.items())
+                if held:
+                    renew(keys=[key for _, key in held], args=[LEASE_SECONDS, *[member for member, _ in held]])
+            except Exception:  # noqa: BLE001 - Redis away: members lapse on their own after LEASE_SECONDS
+                logger.exception("could not release or renew the gateway's shared cap slots in Redis")
+
+    def held_count(self) -> int:
+        with self._lock:
+            return len(self._held)
