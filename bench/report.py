@@ -373,9 +373,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_docs(results: dict[str, Any]) -> None:
-    """Replace the table block of docs/PERFORMANCE.md (the text around it is kept)."""
-    block = f"{BEGIN}\n{markdown(results)}\n{END}"
+def update_docs(results: dict[str, Any], *, repeated: str = "") -> None:
+    """Replace the table block of docs/PERFORMANCE.md (the text around it is kept); with `repeated`, the combined
+    table of a `--repeat` run comes first and the last repetition's full table after it."""
+    body = markdown(results)
+    if repeated:
+        body = f"{repeated}\n\nThe last repetition in full:\n\n{body}"
+    block = f"{BEGIN}\n{body}\n{END}"
     if DOCS.exists():
         text = DOCS.read_text()
         pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)

@@ -197,12 +197,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/PERFORMANCE.md")
     parser.add_argument("--json", default=str(RESULTS), help=f"where to write the results (default {RESULTS})")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the whole table N times; report the median of medians and spread"
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.repeat <= 20:
+        parser.error("--repeat takes 1 to 20")
     from sparksim.cluster import SSHD
 
     if not os.path.exists(SSHD):
         print(f"The bench drives sparksim, which needs OpenSSH's sshd at {SSHD}: apt-get install openssh-server")
         return 2
+    if args.repeat > 1:
+        return _repeated(args)
+    results = run_once(args)
+    if results is None:
+        return 1
+    print_table(results)
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    _log(f"wrote {args.json}")
+    if not args.no_docs:
+        update_docs(results)
+        _log("updated docs/PERFORMANCE.md")
+    return 0
+
+
+def _repeated(args: argparse.Namespace) -> int:
+    from bench import repeat
+
+    runs = []
+    for number in range(1, args.repeat + 1):
+        _log(f"repetition {number} of {args.repeat}")
+        results = run_once(args)
+        if results is None:
+            return 1
+        print_table(results)
+        runs.append(results)
+    rows = repeat.combine(runs)
+    repeat.print_rows(rows, repeat=len(runs))
+    Path(args.json).write_text(json.dumps({"runs": runs, "combined": rows}, indent=2, default=str) + "\n")
+    _log(f"wrote {args.json}")
+    if not args.no_docs:
+        update_docs(runs[-1], repeated=repeat.markdown(rows, runs))
+        _log("updated docs/PERFORMANCE.md")
+    return 0
+
+
+def run_once(args: argparse.Namespace) -> dict[str, Any] | None:
+    """One whole table; None when the run failed (the children's logs are kept and named)."""
     config = QUICK if args.quick else FULL
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -231,16 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         _log(f"the run failed; logs of the children are in {log_dir}")
-        return 1
+        return None
     if not os.environ.get("BENCH_KEEP"):
         shutil.rmtree(log_dir, ignore_errors=True)
     results["runtime_s"] = round(time.monotonic() - started, 1)
     results["machine"]["load_after"] = [round(value, 2) for value in os.getloadavg()]
     results["table"] = build_table(results)
-    print_table(results)
-    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
-    _log(f"wrote {args.json}")
-    if not args.no_docs:
-        update_docs(results)
-        _log("updated docs/PERFORMANCE.md")
-    return 0
+    return results
