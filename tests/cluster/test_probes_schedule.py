@@ -214,14 +214,20 @@ def deployment(request, tmp_path):  # type: ignore[no-untyped-def]
 
 
 RACE = """
-import json, sys, threading, time
+import json, os, sys, threading, time
 from datetime import timedelta
 from django.db import connection
 from cluster.schedule import sweep_lease_claim, sweep_leases_ensure
 
-start, stop, period = float(sys.argv[1]), float(sys.argv[2]), timedelta(seconds=float(sys.argv[3]))
+meeting, period = sys.argv[1], timedelta(seconds=float(sys.argv[2]))
 sweep_leases_ensure()
 connection.close()
+open(os.path.join(meeting, f"ready-{os.getpid()}"), "w").close()
+go = os.path.join(meeting, "go")
+while not os.path.exists(go):  # the test writes it once every racer is ready: start and stop times
+    time.sleep(0.005)
+time.sleep(0.05)
+start, stop = (float(value) for value in open(go).read().split())
 wins, errors = [], []
 
 def hammer():
@@ -248,12 +254,19 @@ print(json.dumps({"wins": wins, "errors": errors}))
 """
 
 
-def test_two_processes_racing_the_lease_win_one_claim_per_period(deployment):
+def test_two_processes_racing_the_lease_win_one_claim_per_period(deployment, tmp_path):
     """Two processes x three threads claim in a tight loop: exactly one winner per period, whatever the database."""
     period, window = 0.5, 2.0
-    start = time.time() + 3.0  # both processes have started Django by then
-    argv = ["-c", "import django; django.setup()\n" + RACE, str(start), str(start + window), str(period)]
+    argv = ["-c", "import django; django.setup()\n" + RACE, str(tmp_path), str(period)]
     racers = [deployment.spawn(argv, stdout=subprocess.PIPE) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < len(racers):  # both have started Django, however slowly
+        assert time.monotonic() < deadline, "the racers did not start"
+        assert all(racer.poll() is None for racer in racers), [racer.stderr.read()[-3000:] for racer in racers]
+        time.sleep(0.02)
+    start = time.time() + 0.3
+    (tmp_path / "go.tmp").write_text(f"{start} {start + window}")
+    (tmp_path / "go.tmp").rename(tmp_path / "go")
     results = []
     for racer in racers:
         stdout, stderr = racer.communicate(timeout=60)
