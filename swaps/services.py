@@ -67,6 +67,7 @@ def swap_out(swap: Swap) -> dict[str, Any]:
         "checks": list(swap.checks),
         "launcher": dict(swap.launcher),
         "cancel_requested": swap.cancel_requested,
+        "progress": swap.progress,
     }
 
 
@@ -97,6 +98,29 @@ def swap_events_append(*, swap: Swap, items: list[tuple[str, str]], state: str |
         SwapEvent.objects.bulk_create(events)
         _events_push(swap, events)
     return events
+
+
+def swap_progress_record(
+    *,
+    swap: Swap,
+    progress: dict[str, Any],
+    message: str | None = None,
+    phase_durations: dict[str, float] | None = None,
+) -> bool:
+    """Store a loading swap's progress (with, when it is served, how long each phase took), record `message` as a
+    progress event and push the swap to dashboards after commit. False, changing nothing, once the swap has ended."""
+    fields: dict[str, Any] = {"progress": progress}
+    if phase_durations is not None:
+        fields["phase_durations"] = phase_durations
+    with transaction.atomic():
+        if not Swap.objects.filter(pk=swap.pk, state__in=ACTIVE_STATES).update(**fields):
+            return False
+        for name, value in fields.items():
+            setattr(swap, name, value)
+        if message:
+            swap_events_append(swap=swap, items=[(EventKind.PROGRESS, message)])
+        _swap_push(swap)
+    return True
 
 
 def swap_request(
