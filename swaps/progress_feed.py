@@ -46,10 +46,13 @@ class ProgressFeed:
             self._maybe_send(self.clock())
 
     def ready(self) -> None:
-        """vLLM serves the model: the load is complete, and its phases' durations are kept for the next ETA."""
+        """vLLM serves the model: the load is complete, and its phases' durations are kept for the next ETA. Both
+        are written by the swap's finish, in the same write that makes it ready (nothing here delays that)."""
         now = self.clock()
         self.load.finish(now)
-        self._send(self.load.snapshot(now), now, phase_durations=self.load.phase_durations())
+        self.sent, self.sent_at = self.load.snapshot(now), now
+        self.swap.progress = self.sent
+        self.swap.phase_durations = self.load.phase_durations()
 
     def _maybe_send(self, now: float, before_send: Callable[[], None] | None = None) -> None:
         progress = self.load.snapshot(now)
@@ -66,15 +69,10 @@ class ProgressFeed:
                 before_send()
             self._send(progress, now)
 
-    def _send(self, progress: dict[str, Any], now: float, *, phase_durations: dict[str, float] | None = None) -> None:
+    def _send(self, progress: dict[str, Any], now: float) -> None:
         self.sent, self.sent_at = progress, now
         try:
-            swap_progress_record(
-                swap=self.swap,
-                progress=progress,
-                message=progress_message(progress),
-                phase_durations=phase_durations,
-            )
+            swap_progress_record(swap=self.swap, progress=progress, message=progress_message(progress))
         except DatabaseError:
             # Progress is a view of the load, never a reason to fail it.
             logger.exception("swap %s: could not record its progress", self.swap.id)

@@ -100,23 +100,13 @@ def swap_events_append(*, swap: Swap, items: list[tuple[str, str]], state: str |
     return events
 
 
-def swap_progress_record(
-    *,
-    swap: Swap,
-    progress: dict[str, Any],
-    message: str | None = None,
-    phase_durations: dict[str, float] | None = None,
-) -> bool:
-    """Store a loading swap's progress (with, when it is served, how long each phase took), record `message` as a
-    progress event and push the swap to dashboards after commit. False, changing nothing, once the swap has ended."""
-    fields: dict[str, Any] = {"progress": progress}
-    if phase_durations is not None:
-        fields["phase_durations"] = phase_durations
+def swap_progress_record(*, swap: Swap, progress: dict[str, Any], message: str | None = None) -> bool:
+    """Store a loading swap's progress, record `message` as a progress event and push the swap to dashboards after
+    commit. False, changing nothing, once the swap has ended."""
     with transaction.atomic():
-        if not Swap.objects.filter(pk=swap.pk, state__in=ACTIVE_STATES).update(**fields):
+        if not Swap.objects.filter(pk=swap.pk, state__in=ACTIVE_STATES).update(progress=progress):
             return False
-        for name, value in fields.items():
-            setattr(swap, name, value)
+        swap.progress = progress
         if message:
             swap_events_append(swap=swap, items=[(EventKind.PROGRESS, message)])
         _swap_push(swap)
@@ -220,7 +210,8 @@ def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None 
         swap.error = error
         swap.finished_at = timezone.now()
         swap.active = None
-        swap.save(update_fields=["state", "error", "finished_at", "active"])
+        # The runner's last progress and, once loaded, its phases' durations go in the same write.
+        swap.save(update_fields=["state", "error", "finished_at", "active", "progress", "phase_durations"])
         if state == SwapState.READY and not swap.dry_run:
             entry = swap.model or ModelEntry(key=swap.model_key)
             Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[entry.effective_served_name])

@@ -45,11 +45,12 @@ def _progress_events(reader, swap: Swap) -> list[dict]:  # type: ignore[no-untyp
     return [e for e in response.json() if e["kind"] == "progress" and e["message"].startswith(MESSAGE_PREFIX)]
 
 
-def _phases_in(events: list[dict]) -> list[str]:
-    """The phases the progress events went through, in order (each event names its phase's label first)."""
+def _phases_in(events: list[dict], swap: Swap) -> list[str]:
+    """The phases the progress went through, in order: its events (each names its phase's label first), then the
+    progress the swap ended with."""
     order: list[str] = []
-    for event in events:
-        text = event["message"].removeprefix(MESSAGE_PREFIX)
+    labels = [event["message"].removeprefix(MESSAGE_PREFIX) for event in events] + [swap.progress["label"]]
+    for text in labels:
         phase = next(phase for phase in PHASES if text.startswith(LABELS[phase]))
         if not order or order[-1] != phase:
             order.append(phase)
@@ -65,11 +66,11 @@ def test_progress_goes_through_every_phase_and_the_second_load_has_an_eta(topolo
     assert first.progress["phase"] == "api_server" and first.progress["fraction"] == 1.0
     assert first.progress["eta_seconds"] == 0.0
     events = _progress_events(reader, first)
-    assert _phases_in(events) == list(PHASES)
+    assert _phases_in(events, first) == list(PHASES)
     assert all(event["state"] == "loading" for event in events)
     # A first load never guesses: no ETA until the end, and it says why.
     assert all(progress["eta_seconds"] is None for progress in seen if progress["fraction"] < 1)
-    assert all(FIRST_LOAD in event["message"] for event in events[:-1])
+    assert all(FIRST_LOAD in event["message"] for event in events)
     assert seen[0]["phase"] == "starting" and seen[0]["note"] == FIRST_LOAD
     fractions = [progress["fraction"] for progress in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -84,7 +85,7 @@ def test_progress_goes_through_every_phase_and_the_second_load_has_an_eta(topolo
     assert loading and all(progress["eta_seconds"] is not None for progress in loading)
     assert loading[0]["note"] == "estimated from the last 1 load of this model" and loading[0]["loads"] == 1
     assert loading[0]["eta_seconds"] > 0
-    assert _phases_in(_progress_events(reader, second)) == list(PHASES)
+    assert _phases_in(_progress_events(reader, second), second) == list(PHASES)
     assert second.progress["fraction"] == 1.0
 
 
