@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 
 from swaps.models import Swap, SwapState
 from swaps.progress import FIRST_LOAD, LABELS, MESSAGE_PREFIX, PHASES
@@ -20,7 +21,14 @@ def _swap_watched(model_key: str, reader) -> tuple[Swap, list[dict], list[dict]]
     """Run a swap in a thread; every distinct progress the API showed meanwhile (GET /api/swap/{id}), and what
     /api/status said of the active swap."""
     swap = swap_request(model_key=model_key, dry_run=False, actor="test")
-    runner = threading.Thread(target=swap_run, kwargs={"swap_id": str(swap.id)})
+
+    def run() -> None:
+        try:
+            swap_run(swap_id=str(swap.id))
+        finally:
+            connections.close_all()  # this thread's own connection: the test database is dropped at the end
+
+    runner = threading.Thread(target=run)
     runner.start()
     seen: list[dict] = []
     statuses: list[dict] = []
