@@ -750,10 +750,11 @@ class SimCluster:
     def container_log(self, node_name: str, container: str) -> str:
         path = os.path.join(self.node(node_name).dir, "containers", container, "log")
         try:
-            raw = Path(path).read_text(errors="replace")
+            raw = Path(path).read_bytes().decode(errors="replace")
         except FileNotFoundError:
             return ""
-        return "".join(line.partition(" ")[2] + "\n" for line in raw.splitlines())
+        # Lines end at newlines only, as in docker's log: a tqdm bar's carriage returns stay inside its line.
+        return "".join(line.partition(" ")[2] + "\n" for line in raw.split("\n") if line)
 
     def mem_available_kb(self, node_name: str) -> int | None:
         return meminfo.read_available_kb(self.node(node_name).meminfo_path)

@@ -7,9 +7,11 @@ with no traceback (the container, whose PID 1 is ``sleep infinity``, stays up).
 Start-up, in vLLM's order and paced by the load time ``L`` (``SPARKSIM_LOAD_SECONDS``): version and
 non-default args, the port reserved (bound, not listening: a port in use fails early), config resolution,
 engine config, distributed initialisation (every rank must join: the head waits quietly for missing
-ones), the start-up memory check, weight shards progress (0.5 L), torch.compile lines, KV cache, CUDA
-graph capture (0.3 L), "init engine ... took", then "Starting vLLM API server 0 on ...", the routes and
-uvicorn's "Application startup complete.". A failed engine start ends with the root cause, then the API
+ones), the start-up memory check, weight shards progress (0.4 L, tqdm lines after a carriage return),
+torch.compile (0.1 L), the profiling run and the KV cache (0.03 L), CUDA graph capture (0.22 L: two tqdm
+bars updated after carriage returns, each ending in one newline), "init engine ... took", the API server
+process (0.05 L), then "Starting vLLM API server 0 on ...", the routes and uvicorn's "Application startup
+complete.". A failed engine start ends with the root cause, then the API
 server's traceback ending in "Engine core initialization failed. See root cause above".
 
 Memory: the start-up check compares ``MemFree`` of the node's meminfo (what ``cudaMemGetInfo`` reports on
@@ -1097,24 +1099,65 @@ def _spawn_ray_worker(peer: Node, container: str, argv: list[str], rank: int, wo
     )
 
 
+def _clock(seconds: float) -> str:
+    """tqdm's elapsed/remaining format: MM:SS (H:MM:SS past an hour)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _rate(n: int, elapsed: float) -> str:
+    """tqdm's rate: `?it/s` before the first step, `s/it` when slower than one a second."""
+    if n == 0 or elapsed <= 0:
+        return "?it/s"
+    rate = n / elapsed
+    return f"{rate:5.2f}it/s" if rate >= 1 else f"{1 / rate:5.2f}s/it"
+
+
 def _shards_progress(log: Logger, shards: int, seconds: float) -> None:
-    """tqdm's progress lines for the weight shards (written bare, without the process prefix)."""
+    """tqdm's progress lines for the weight shards, as vLLM's loader writes them (written bare, without the process
+    prefix): a bar format ending in a newline, each update after tqdm's carriage return, the last one shown twice
+    (the update, then the refresh on close)."""
     start = time.time()
-    log.line(f"Loading safetensors checkpoint shards:   0% Completed | 0/{shards} [00:00<?, ?it/s]")
+
+    def bar(k: int) -> str:
+        elapsed = time.time() - start
+        left = "?" if k == 0 else _clock(elapsed / k * (shards - k))
+        return (
+            f"\rLoading safetensors checkpoint shards: {int(100 * k / shards):>3}% Completed | {k}/{shards} "
+            f"[{_clock(elapsed)}<{left}, {_rate(k, elapsed)}]"
+        )
+
+    log.line(bar(0))
     for k in range(1, shards + 1):
         _sleep(seconds / shards)
-        elapsed = time.time() - start
-        rate = k / elapsed if elapsed > 0 else 0.0
-        left = (shards - k) / rate if rate else 0.0
-        log.line(
-            f"Loading safetensors checkpoint shards: {int(100 * k / shards):>3}% Completed | {k}/{shards} "
-            f"[00:{int(elapsed):02d}<00:{int(left):02d}, {rate:5.2f}it/s]"
-        )
-    elapsed = time.time() - start
-    log.line(
-        f"Loading safetensors checkpoint shards: 100% Completed | {shards}/{shards} "
-        f"[00:{int(elapsed):02d}<00:00, {shards / max(elapsed, 0.01):5.2f}it/s]"
-    )
+        log.line(bar(k))
+    log.line(bar(shards))
+
+
+def _tqdm_bar(desc: str, n: int, total: int, elapsed: float) -> str:
+    """tqdm's default bar: `desc:  40%|████      | 2/5 [00:01<00:01,  1.88it/s]` (ten cells, eighth blocks)."""
+    fraction = n / total if total else 1.0
+    eighths = int(fraction * 10 * 8)
+    cells = "█" * (eighths // 8) + (" ▏▎▍▌▋▊▉"[eighths % 8] if eighths // 8 < 10 else "")
+    left = "?" if n == 0 else _clock(elapsed / n * (total - n))
+    return f"{desc}: {int(100 * fraction):3d}%|{cells:<10}| {n}/{total} [{_clock(elapsed)}<{left}, {_rate(n, elapsed)}]"
+
+
+def _capture_progress(descs: list[tuple[str, int]], seconds: float) -> None:
+    """CUDA-graph capture as vLLM shows it: one tqdm bar per mode on stderr, its updates each after a carriage return
+    and no newline until the bar closes (so docker's log holds a whole bar as one line, complete only at its end)."""
+    steps = sum(total for _, total in descs)
+    for desc, total in descs:
+        start = time.time()
+        sys.stderr.write("\r" + _tqdm_bar(desc, 0, total, 0.0))
+        sys.stderr.flush()
+        for n in range(1, total + 1):
+            _sleep(seconds / steps)
+            sys.stderr.write("\r" + _tqdm_bar(desc, n, total, time.time() - start))
+            sys.stderr.flush()
+        sys.stderr.write("\r" + _tqdm_bar(desc, total, total, time.time() - start) + "\n")
+        sys.stderr.flush()
 
 
 def serve(node: Node, argv: list[str]) -> int:
@@ -1407,7 +1450,7 @@ def serve(node: Node, argv: list[str]) -> int:
         return 137
 
     started = time.time()
-    _shards_progress(log, 4, 0.5 * load)
+    _shards_progress(log, 4, 0.4 * load)
     log.line(core)
     load_time = time.time() - started
     log.info("default_loader.py:267", f"Loading weights took {load_time:.2f} seconds", prefix=core)
@@ -1428,7 +1471,9 @@ def serve(node: Node, argv: list[str]) -> int:
         f"/rank_{rank}_0/backbone for vLLM's torch.compile",
         prefix=core,
     )
-    log.info("backends.py:559", f"Dynamo bytecode transform time: {0.05 * load:.2f} s", prefix=core)
+    _sleep(0.03 * load)
+    log.info("backends.py:559", f"Dynamo bytecode transform time: {time.time() - compile_started:.2f} s", prefix=core)
+    _sleep(0.07 * load)
     if mode == "silent-compile":
         # Nothing is logged during this phase: silence is not death.
         _sleep(silent)
@@ -1438,6 +1483,7 @@ def serve(node: Node, argv: list[str]) -> int:
         prefix=core,
     )
     log.info("monitor.py:34", f"torch.compile takes {time.time() - compile_started:.2f} s in total", prefix=core)
+    _sleep(0.03 * load)  # the profiling run that measures what is left for the KV cache
     kv_gib = max(0.5, requested - weight_gib - 1.5)
     log.info("gpu_worker.py:298", f"Available KV cache memory: {kv_gib:.2f} GiB", prefix=core)
     tokens = int(kv_gib * 1024 * 1024 * 1024 / (128 * 1024))
@@ -1453,9 +1499,10 @@ def serve(node: Node, argv: list[str]) -> int:
     except OSError:
         pass
     graphs_started = time.time()
-    _sleep(0.3 * load)
-    log.line("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|██████████| 67/67 [00:00<00:00, 98.10it/s]")
-    log.line("Capturing CUDA graphs (decode, FULL): 100%|██████████| 35/35 [00:00<00:00, 101.53it/s]")
+    _capture_progress(
+        [("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE)", 67), ("Capturing CUDA graphs (decode, FULL)", 35)],
+        0.22 * load,
+    )
     log.info(
         "gpu_model_runner.py:3480",
         f"Graph capturing finished in {max(1, round(time.time() - graphs_started))} secs, took 0.52 GiB",
@@ -1473,6 +1520,7 @@ def serve(node: Node, argv: list[str]) -> int:
     if mode == "never-ready":
         _hold_forever()
 
+    _sleep(0.05 * load)  # the API server process sets up once the engine is ready
     log.info(
         "loggers.py:147",
         f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {tokens // 16}",

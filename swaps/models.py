@@ -50,6 +50,17 @@ class Swap(models.Model):
         blank=True,
         help_text="What the launcher on the head could do, the node selection, container and multi-node backend used.",
     )
+    progress = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="While loading and after: phase, fraction of the whole load (0..1), eta_seconds (null on a first "
+        "load), and whether a phase runs far beyond its history.",
+    )
+    phase_durations = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Seconds spent in each loading phase, recorded when the swap became ready: the next loads' ETA.",
+    )
     cancel_requested = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=64, blank=True)

@@ -43,6 +43,8 @@ from swaps.launch import (
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
 from swaps.preflight import Check, PreflightReport, memory_check, preflight_nodes, preflight_run
+from swaps.progress import terminal_text
+from swaps.progress_feed import ProgressFeed
 from swaps.secrets import swap_secrets
 from swaps.services import (
     SwapSuperseded,
@@ -136,6 +138,7 @@ class SwapRunner:
         # The container logs being followed: (node, line) items, (node, None) when a node's follow ends.
         self.log_lines: queue.Queue[tuple[str, str | None]] | None = None
         self.log_stop = threading.Event()
+        self.progress: ProgressFeed | None = None  # from loading on: phase, fraction and ETA from the head's log
 
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> Swap:
@@ -360,6 +363,7 @@ class SwapRunner:
 
     def _wait_ready(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LOADING, message="loading: following the container log")
+        self.progress = ProgressFeed(swap=self.swap)
         self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False)
         lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.log_lines, stop = lines, self.log_stop
@@ -409,6 +413,7 @@ class SwapRunner:
                     if self._port_accepts():
                         if self._is_ready():
                             self._flush(pending)
+                            self.progress.ready()
                             return
                         next_check = now + MODELS_REPOLL_SECONDS
                     else:
@@ -427,6 +432,7 @@ class SwapRunner:
                 if time.monotonic() > self.deadline:
                     self._flush(pending)
                     raise SwapFailed(f"not ready after the swap timeout of {self.cluster.swap_timeout_s} s")
+                self.progress.tick()
                 self._beat()
         except BaseException:
             stop.set()
@@ -469,10 +475,16 @@ class SwapRunner:
                     return
 
     def _take_line(self, node: str, line: str, pending: list[tuple[str, str]]) -> None:
+        raw = line
+        if "\r" in line:
+            line = terminal_text(line) or line  # a tqdm bar's updates: keep what a terminal would show
         shown = line if node == self.report.nodes[0].name else f"[{node}] {line}"
         self.tail.append(shown)
         self.node_lines.setdefault(node, deque(maxlen=CAUSE_LINES)).append(line)
         pending.append(self._classify(shown))
+        if self.progress is not None and node == self.report.nodes[0].name:
+            # The lines that moved the progress go into the event log before the progress event they caused.
+            self.progress.line(raw, before_send=lambda: self._flush(pending))
 
     def _on(self, node: str) -> str:
         """' on spark2 (worker)' for a worker; nothing for the head of a one-node swap."""

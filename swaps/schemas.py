@@ -22,6 +22,27 @@ class CheckOut(Schema):
     warning: bool = False
 
 
+class SlowOut(Schema):
+    phase: str
+    factor: float
+    message: str
+
+
+class ProgressOut(Schema):
+    model_config = ConfigDict(extra="allow")
+
+    phase: str = Field(description="starting, weights, compile, kv_cache, cuda_graphs or api_server.")
+    fraction: float = Field(ge=0, le=1, description="How much of the whole load is done.")
+    eta_seconds: float | None = Field(
+        description="Seconds left, from the median of this model's last loads per phase; null on its first load."
+    )
+    label: str | None = None
+    phase_fraction: float | None = Field(default=None, description="How far the current phase is, if it shows it.")
+    note: str | None = Field(default=None, description='"first load of this model", or what the ETA is based on.')
+    loads: int | None = Field(default=None, description="How many previous loads the ETA is based on.")
+    slow: SlowOut | None = Field(default=None, description="A phase running far beyond its history (> 2x, > 30 s).")
+
+
 class SwapOut(Schema):
     id: str
     model: str
@@ -43,6 +64,7 @@ class SwapOut(Schema):
         "container followed, and for two-node models the multi-node backend used.",
     )
     cancel_requested: bool
+    progress: ProgressOut | None = Field(default=None, description="Null before loading.")
 
 
 class EventOut(Schema):

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from swaps.models import ACTIVE_STATES, ServingState, Swap, SwapEvent
+from swaps.models import ACTIVE_STATES, ServingState, Swap, SwapEvent, SwapState
 
 HISTORY_MAX_LIMIT = 200
 
@@ -41,3 +41,14 @@ def swap_active() -> Swap | None:
 def serving_get() -> ServingState | None:
     """What vLLM serves now, as far as swaps know."""
     return ServingState.objects.select_related("swap").filter(pk=1).first()
+
+
+def swap_load_history(*, model_key: str, limit: int = 5) -> list[dict[str, float]]:
+    """Per-phase load durations of the model's last successful swaps, newest first: what its next load's ETA is
+    estimated from."""
+    rows = (
+        Swap.objects.filter(model_key=model_key, state=SwapState.READY, dry_run=False, phase_durations__isnull=False)
+        .order_by("-finished_at")
+        .values_list("phase_durations", flat=True)[:limit]
+    )
+    return [dict(row) for row in rows if isinstance(row, dict) and row]

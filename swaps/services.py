@@ -67,6 +67,7 @@ def swap_out(swap: Swap) -> dict[str, Any]:
         "checks": list(swap.checks),
         "launcher": dict(swap.launcher),
         "cancel_requested": swap.cancel_requested,
+        "progress": swap.progress,
     }
 
 
@@ -97,6 +98,19 @@ def swap_events_append(*, swap: Swap, items: list[tuple[str, str]], state: str |
         SwapEvent.objects.bulk_create(events)
         _events_push(swap, events)
     return events
+
+
+def swap_progress_record(*, swap: Swap, progress: dict[str, Any], message: str | None = None) -> bool:
+    """Store a loading swap's progress, record `message` as a progress event and push the swap to dashboards after
+    commit. False, changing nothing, once the swap has ended."""
+    with transaction.atomic():
+        if not Swap.objects.filter(pk=swap.pk, state__in=ACTIVE_STATES).update(progress=progress):
+            return False
+        swap.progress = progress
+        if message:
+            swap_events_append(swap=swap, items=[(EventKind.PROGRESS, message)])
+        _swap_push(swap)
+    return True
 
 
 def swap_request(
@@ -196,7 +210,8 @@ def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None 
         swap.error = error
         swap.finished_at = timezone.now()
         swap.active = None
-        swap.save(update_fields=["state", "error", "finished_at", "active"])
+        # The runner's last progress and, once loaded, its phases' durations go in the same write.
+        swap.save(update_fields=["state", "error", "finished_at", "active", "progress", "phase_durations"])
         if state == SwapState.READY and not swap.dry_run:
             entry = swap.model or ModelEntry(key=swap.model_key)
             Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[entry.effective_served_name])

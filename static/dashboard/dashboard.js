@@ -15,6 +15,7 @@ import {
   parseTime,
 } from "./format.js";
 import { LiveSocket } from "./live.js";
+import { renderProgress } from "./progress.js";
 
 const initial = JSON.parse(document.getElementById("dashboard-state").textContent);
 const STEPS = initial.steps;
@@ -50,6 +51,7 @@ const panels = {
   serving: $("#now-serving .card-body"),
   swapHead: $("#active-swap .swap-head"),
   stepper: $("#active-swap .stepper"),
+  progress: $("#active-swap .swap-progress"),
   swapNotice: $("#active-swap .swap-notice"),
   log: $("#swap-log"),
   catalogNotice: $("#catalog-notice"),
@@ -267,6 +269,7 @@ function renderSwap() {
     fill(panels.swapHead, h("p", { class: "muted", text: "No swap yet. Pick a model in the catalog." }));
     panels.stepper.replaceChildren();
     panels.swapNotice.replaceChildren();
+    renderProgress(panels.progress, null);
     return;
   }
   const running = !TERMINAL.has(swap.state);
@@ -307,6 +310,7 @@ function renderSwap() {
   else if (swap.forced && running) notice(panels.swapNotice, "warn", "This swap was forced past a held swap lock.");
   else panels.swapNotice.replaceChildren();
   renderStepper();
+  renderProgress(panels.progress, swap);
 }
 
 async function cancelSwap(swap) {

@@ -5,10 +5,12 @@ import { apiGet } from "./api.js";
 import { h } from "./dom.js";
 import { SwapFeed } from "./feed.js";
 import { LiveSocket } from "./live.js";
+import { renderProgress } from "./progress.js";
 
 const log = document.getElementById("swap-log");
 const badge = document.getElementById("swap-state");
 const note = document.getElementById("swap-live");
+const progress = document.getElementById("swap-progress");
 const swapId = log.dataset.swap;
 const TERMINAL = new Set(["ready", "failed", "cancelled", "interrupted"]);
 
@@ -49,12 +51,17 @@ feed.reset(swapId, Number(log.dataset.lastSeq || 0));
 const live = new LiveSocket("/ws/swaps/", {
   onMessage: (message) => {
     if (message.kind === "swap_events") feed.receive(message.swap_id, message.events || []);
-    else if (message.kind === "swap" && message.swap && message.swap.id === swapId) showState(message.swap.state);
+    else if (message.kind === "swap" && message.swap && message.swap.id === swapId) {
+      showState(message.swap.state);
+      renderProgress(progress, message.swap);
+    }
   },
   onOpen: async () => {
     try {
       await feed.catchUp();
-      showState((await apiGet(`/swap/${swapId}`)).state);
+      const swap = await apiGet(`/swap/${swapId}`);
+      showState(swap.state);
+      renderProgress(progress, swap);
     } catch {
       /* the next reconnection tries again */
     }
@@ -66,3 +73,4 @@ const live = new LiveSocket("/ws/swaps/", {
 });
 
 if (log.dataset.follow === "true") live.connect();
+else apiGet(`/swap/${swapId}`).then((swap) => renderProgress(progress, swap), () => {});

@@ -1,6 +1,8 @@
 """`manage.py swap MODEL --wait` through the real task path: enqueue on commit, the worker wakes, the runner runs."""
 
+import os
 import threading
+import time
 
 import pytest
 from django.core.management import call_command
@@ -34,3 +36,43 @@ def test_swap_command_fails_on_a_failed_swap(topology, model_factory, worker, ca
         call_command("swap", "oom", "--wait")
     call_command("swaps")
     assert "oom" in capsys.readouterr().out
+
+
+def test_swap_command_draws_a_progress_bar_on_a_terminal(topology, model_factory, worker):
+    """On a terminal (a real pseudo-terminal here) the load is one bar redrawn in place; its events are not lines."""
+    model_factory("tiny", repo="sim/tiny-model")
+    topology.set_load_seconds(1.5)
+    controller, terminal = os.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with open(terminal, "w", encoding="utf-8", closefd=True) as out:
+        call_command("swap", "tiny", "--wait", stdout=out)
+    deadline = time.monotonic() + 5
+    while b"ready in" not in b"".join(chunks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.close(controller)
+    shown = b"".join(chunks).decode()
+    assert "[ready]" in shown and "ready in" in shown
+    assert "\r\x1b[K[..............................]   0% starting the engine · first load" in shown
+    assert "% capturing CUDA graphs" in shown
+    assert "progress: " not in shown  # the bar replaces the progress events' lines
+
+
+def test_swap_command_prints_progress_as_lines_elsewhere(topology, model_factory, worker, capsys):
+    model_factory("tiny", repo="sim/tiny-model")
+    call_command("swap", "tiny", "--wait")
+    out = capsys.readouterr().out
+    assert "   progress: starting the engine · 0% overall · first load of this model" in out
+    assert "\r" not in out

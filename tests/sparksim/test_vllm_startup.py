@@ -50,6 +50,14 @@ def test_startup_lines_in_order(sim, shell):
     assert -1 not in positions, [m for m, p in zip(order, positions, strict=True) if p < 0]
     assert positions == sorted(positions)
     assert "Uvicorn running on" not in text
+    # tqdm as docker's log keeps it: shard updates each on a line after a carriage return; a capture bar's updates
+    # after carriage returns on one line, complete at its newline.
+    assert "\rLoading safetensors checkpoint shards:  25% Completed | 1/4 [" in text
+    capture = [line for line in text.split("\n") if "Capturing CUDA graphs (decode, FULL)" in line]
+    assert len(capture) == 1
+    updates = capture[0].split("\r")[1:]
+    assert updates[0].startswith("Capturing CUDA graphs (decode, FULL):   0%|          | 0/35 [00:00<?, ?it/s]")
+    assert len(updates) > 35 and updates[-1].startswith("Capturing CUDA graphs (decode, FULL): 100%|██████████| 35/35")
     # The engine holds about gpu_memory_utilization x total.
     avail = sim.mem_available_kb(sim.head.name)
     assert avail is not None and avail < 0.2 * meminfo.MEM_TOTAL_KB

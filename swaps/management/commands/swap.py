@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from django.core.management.base import CommandError, CommandParser
 
 from commandline.base import OperatorCommand, token_arg
-from swaps.models import SwapState
+from swaps.models import Swap, SwapEvent, SwapState
+from swaps.progress import MESSAGE_PREFIX, progress_bar_text
 from swaps.selectors import swap_events, swap_get
 from swaps.services import SwapRefused, swap_request
 
@@ -51,16 +53,41 @@ class Command(OperatorCommand):
         self.stdout.write(f"swap {swap.id} queued for {model}{' (dry run)' if dry_run else ''}")
         if not wait:
             return
+        swap = self._follow(swap)
+        if swap.state != SwapState.READY:
+            raise CommandError(f"swap {swap.state}: {swap.error or 'no error recorded'}")
+        self.stdout.write(self.style.SUCCESS(f"ready in {swap.duration_s} s"))
+
+    def _follow(self, swap: Swap) -> Swap:
+        """Print the swap's events until it ends. On a terminal the loading progress is one bar, redrawn in place
+        below the log lines; elsewhere its events are plain lines like the others."""
+        bar = self.stdout.isatty()
+        drawn = ""
         seq = 0
         while True:
             for event in swap_events(swap=swap, after=seq):
                 seq = event.seq
+                if bar and _is_progress(event):
+                    continue
+                if drawn:
+                    self.stdout.write("\r\x1b[K", ending="")  # the bar's line takes the log line
+                    drawn = ""
                 prefix = f"[{event.state}]" if event.kind == "state" else "  "
                 self.stdout.write(f"{prefix} {event.message}")
             swap = swap_get(swap_id=swap.id)
+            if bar and swap.progress and not swap.is_terminal:
+                text = progress_bar_text(swap.progress)[: max(20, shutil.get_terminal_size().columns - 1)]
+                if text != drawn:
+                    self.stdout.write("\r\x1b[K" + text, ending="")
+                    self.stdout.flush()
+                    drawn = text
             if swap.is_terminal and not swap_events(swap=swap, after=seq).exists():
                 break
             time.sleep(0.2)
-        if swap.state != SwapState.READY:
-            raise CommandError(f"swap {swap.state}: {swap.error or 'no error recorded'}")
-        self.stdout.write(self.style.SUCCESS(f"ready in {swap.duration_s} s"))
+        if drawn:
+            self.stdout.write("")
+        return swap
+
+
+def _is_progress(event: SwapEvent) -> bool:
+    return event.kind == "progress" and event.message.startswith(MESSAGE_PREFIX)
