@@ -24,6 +24,7 @@ from ninja.responses import NinjaJSONEncoder
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
+from modelfiles.api import router as modelfiles_router
 from sparkcontrol.bodylimit import PUBLIC_API_PATHS
 from swaps.api import router as swaps_router
 
@@ -138,3 +139,4 @@ api.add_router("/", cluster_router)
 # Coordination first: its /swap/lock must win over the swaps router's /swap/{id}.
 api.add_router("/", coordination_router)
 api.add_router("/", swaps_router)
+api.add_router("/", modelfiles_router)

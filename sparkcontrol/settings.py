@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "swaps",
     "coordination",
     "gateway",
+    "modelfiles",
 ]
 
 MIDDLEWARE = [
@@ -133,7 +134,9 @@ else:
 
 # "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
 # rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps", "downloads"]}
+}
 
 # The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
 LOGGING = {
@@ -223,4 +226,6 @@ SPARKCONTROL = {
     "QUEUED_STALE_SECONDS": env_int("SPARKCONTROL_QUEUED_STALE_SECONDS", 300, minimum=5),
     # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
+    # How often a model download's progress is read from the nodes (du of the HF cache's blobs).
+    "DOWNLOAD_POLL_SECONDS": env_float("SPARKCONTROL_DOWNLOAD_POLL_SECONDS", 2.0, minimum=0.1),
 }

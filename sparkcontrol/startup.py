@@ -105,10 +105,22 @@ def on_serve_start(*, previous_pid: int | None = None) -> threading.Event:
 
     probes_schedule_start()
     _reap_gone_workers(previous_pid=previous_pid)
+    _resume_downloads()
     _housekeeping_once()
     stop = threading.Event()
     threading.Thread(target=_housekeeping_loop, args=(stop,), name="housekeeping", daemon=True).start()
     return stop
+
+
+def _resume_downloads() -> None:
+    """Model downloads left running by a worker that is gone are taken up again (the HF client resumes)."""
+    from modelfiles.services import downloads_resume
+
+    try:
+        for download in downloads_resume():
+            logger.warning("download %s (%s) resumed, attempt %s", download.id, download.repo, download.attempt)
+    except Exception:  # noqa: BLE001 - start-up goes on; the housekeeping loop tries again
+        logger.exception("could not resume the model downloads")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -150,6 +162,7 @@ def _housekeeping_once() -> None:
         for swap in swaps_reap_stale():
             logger.warning("swap %s (%s) was interrupted: %s", swap.id, swap.model_key, swap.error)
         probes_schedule_revive()
+        _resume_downloads()
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("housekeeping failed")
     finally:
