@@ -92,7 +92,12 @@ def build_start_command(
     if program not in DOWNLOADERS:
         program = "hf"
     inner = f'{program} download "$1" --revision "$2" >"$3/log" 2>&1; echo $? >"$3/exit"'
+    cache = remote_path(repo_cache_dir(repo=repo, cluster=cluster))
     return (
+        # A partial file named <etag>.<8 hex>.incomplete belongs to one process (huggingface_hub 1.x and later) and is
+        # never taken up again once it died: it goes. <etag>.incomplete (older clients resume it) stays.
+        f"find {cache}/blobs -maxdepth 1 -type f -name '*.{'[0-9a-f]' * 8}.incomplete' -delete "
+        "2>/dev/null; "
         f'd={directory}; (umask 077 && mkdir -p "$d") && rm -f "$d/exit" && '
         'IFS= read -r HF_TOKEN; if [ -n "$HF_TOKEN" ]; then export HF_TOKEN; else unset HF_TOKEN; fi; '
         f"export HF_HOME={remote_path(hf_home(cluster))} HF_HUB_DISABLE_PROGRESS_BARS=1; "
@@ -102,14 +107,21 @@ def build_start_command(
 
 
 def build_poll_command(*, download_id: str, repo: str, cluster: ClusterSettings) -> str:
-    """`exit=`, `alive=` and `bytes=` (the repo's blobs, partial files included) of a node's download."""
+    """`exit=`, `alive=` and `bytes=` (the repo's blobs, its own partial files included) of a node's download."""
     directory = remote_path(state_dir(download_id=download_id, cluster=cluster))
     cache = remote_path(repo_cache_dir(repo=repo, cluster=cluster))
     return (
         f'd={directory}; echo exit=$(cat "$d/exit" 2>/dev/null); '
-        'p=$(cat "$d/pid" 2>/dev/null); '
-        'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo alive=1; else echo alive=0; fi; '
-        f"echo bytes=$(du -sb {cache}/blobs 2>/dev/null | cut -f1)"
+        'p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] || p=0; '
+        # A zombie is not alive (a node's init may be slow to reap the detached shell).
+        's=$(ps -o stat= -p "$p" 2>/dev/null); case "$s" in ""|Z*) echo alive=0 ;; *) echo alive=1 ;; esac; '
+        # Finished blobs, and the partial files written since this download started: a partial file that an earlier
+        # process left behind is not progress (the client may start that file again).
+        f"b={cache}/blobs; "
+        'if [ -f "$d/pid" ]; then '
+        'l=$(find "$b" -type f \\( ! -name "*.incomplete" -o -newer "$d/pid" \\) -printf "%s\\n" 2>/dev/null); '
+        'else l=$(find "$b" -type f ! -name "*.incomplete" -printf "%s\\n" 2>/dev/null); fi; '
+        "echo bytes=$(echo \"$l\" | awk '{s+=$1} END {print s+0}')"
     )
 
 

@@ -280,10 +280,10 @@ class _Runner:
             for name in self.download.nodes:
                 state = self.poll(name)
                 progress = self.node_progress(name)
-                if state.alive:
-                    progress["state"] = "running"  # a download of an earlier attempt still runs: watch it
-                elif state.exit_code == 0:
+                if state.exit_code == 0:
                     progress["state"] = "done"
+                elif state.exit_code is None and state.alive:
+                    progress["state"] = "running"  # a download of an earlier attempt still runs: watch it
                 else:
                     self.prepare_and_start(name)  # the HF client resumes the partial files it finds
                 self.save_progress()

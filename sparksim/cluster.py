@@ -112,10 +112,13 @@ trap 'exit 0' TERM INT
 while :; do sleep 60 & wait $!; done
 """
 
-# The real huggingface_hub CLI (`hf download`), talking to the simulated Hub through HF_ENDPOINT.
+# The real huggingface_hub CLI (`hf download`), talking to the simulated Hub through HF_ENDPOINT. The client writes a
+# file in 10 MiB pieces; the simulation's files are a few MiB, so it writes every 256 KiB for progress to show.
 HF_SCRIPT = """#!{python}
 import sys
+from huggingface_hub import constants
 from huggingface_hub.cli.hf import main
+constants.DOWNLOAD_CHUNK_SIZE = 256 * 1024
 sys.exit(main())
 """
 
@@ -460,9 +463,11 @@ class SimCluster:
         weights_bytes: int | None = None,
         repo: str | None = None,
         config: dict | None = None,
+        shards: int | list[int] | None = None,
     ) -> None:
         """Knobs of the simulated Hub: transfer ``speed`` (bytes/s, 0 = unbounded) and ``weights_bytes`` for every
-        repo, or with ``repo`` that repo's ``weights_bytes`` and ``config.json`` values."""
+        repo, or with ``repo`` that repo's ``weights_bytes``, ``shards`` (how many weight files, or their sizes) and
+        ``config.json`` values."""
         from sparksim import hub
 
         path = os.path.join(self.root, hub.SETTINGS_FILE)
@@ -477,6 +482,8 @@ class SimCluster:
             target["weights_bytes"] = int(weights_bytes)
         if config is not None:
             target["config"] = dict(config)
+        if shards is not None:
+            target["shards"] = [int(size) for size in shards] if isinstance(shards, list) else int(shards)
         atomic_write(path, json.dumps(values))
 
     def hub_requests(self) -> list[dict]:

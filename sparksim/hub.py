@@ -9,13 +9,15 @@ Every session on a simulated node has ``HF_ENDPOINT`` pointing here. What it ser
   ``X-Linked-Etag`` / ``X-Linked-Size``; ``Range: bytes=N-`` answers 206 (resumable downloads).
 
 Any repo under ``sim/`` exists; others are 404 ``RepoNotFound``. Each has ``config.json`` (a small decoder config
-whose numbers are those of the fit estimate), ``tokenizer.json`` and ``model.safetensors`` of ``weights_bytes``.
+whose numbers are those of the fit estimate), ``tokenizer.json`` and ``model.safetensors`` of ``weights_bytes`` (or
+``shards`` files ``model-0000i-of-0000n.safetensors`` sharing it).
 ``sim/fail-download`` breaks its weights halfway: the connection is cut at half the file, and a request that starts
 at or past half gets a 500, so the client fails after its retries.
 
 Knobs, re-read on every request from ``<root>/hub.json`` (see :meth:`SimCluster.set_hub`): ``speed`` (bytes/s of
 each file transfer, 0 = as fast as possible), ``weights_bytes`` (default 4 MiB), and ``repos``: per repo overrides of
-``weights_bytes`` and ``config``. Every request is appended to ``<root>/hub.jsonl`` (method, path, range, status).
+``weights_bytes``, ``shards`` and ``config``. Every request is appended to ``<root>/hub.jsonl`` (method, path,
+range, status).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 DEFAULT_WEIGHTS_BYTES = 4 * 1024 * 1024
 FAIL_REPO = "sim/fail-download"
 CHUNK = 64 * 1024
+HASHED_UP_TO = 256 * 1024 * 1024
 PORT_FILE = "hub.port"
 SETTINGS_FILE = "hub.json"
 LOG_FILE = "hub.jsonl"
@@ -78,6 +81,8 @@ class HubFile:
 
     @property
     def git_sha1(self) -> str:
+        if self.size > HASHED_UP_TO:
+            return hashlib.sha1(f"{self.repo}/{self.path}/{self.size}".encode()).hexdigest()  # noqa: S324
         digest = hashlib.sha1(f"blob {self.size}\0".encode())  # noqa: S324 - git's object id, not security
         for offset in range(0, self.size, 1 << 20):
             digest.update(self.read(offset, 1 << 20))
@@ -85,6 +90,9 @@ class HubFile:
 
     @property
     def sha256(self) -> str:
+        if self._sha256 is None and self.size > HASHED_UP_TO:
+            # Too big to read here (a "does not fit" test's terabytes): a stable id that is never downloaded.
+            self._sha256 = hashlib.sha256(f"{self.repo}/{self.path}/{self.size}".encode()).hexdigest()
         if self._sha256 is None:
             digest = hashlib.sha256()
             for offset in range(0, self.size, 1 << 20):
@@ -103,15 +111,24 @@ class HubRepo:
     def __init__(self, repo: str, settings: dict) -> None:
         own = settings.get("repos", {}).get(repo, {})
         weights = int(own.get("weights_bytes", settings.get("weights_bytes", DEFAULT_WEIGHTS_BYTES)))
+        shards = own.get("shards", settings.get("shards", 1))
+        # `shards`: how many weight files share weights_bytes, or the list of their sizes.
+        sizes = [int(size) for size in shards] if isinstance(shards, list) else None
+        shards = len(sizes) if sizes else max(1, int(shards))
         config = {**DEFAULT_CONFIG, **own.get("config", {}), "_name_or_path": repo}
         self.repo = repo
         files = [
             HubFile(repo, "config.json", 0, text=json.dumps(config, indent=2).encode()),
             HubFile(repo, "tokenizer.json", 0, text=json.dumps({"version": "1.0", "model": repo}).encode()),
-            HubFile(repo, "model.safetensors", weights, lfs=True),
         ]
+        if shards == 1:
+            files.append(HubFile(repo, "model.safetensors", weights, lfs=True))
+        else:
+            for index in range(shards):
+                name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+                files.append(HubFile(repo, name, sizes[index] if sizes else weights // shards, lfs=True))
         self.files = {file.path: file for file in files}
-        identity = json.dumps([repo, weights, config], sort_keys=True).encode()
+        identity = json.dumps([repo, weights, shards, sizes, config], sort_keys=True).encode()
         self.sha = hashlib.sha1(identity).hexdigest()  # noqa: S324 - a commit id, not security
 
 
@@ -176,9 +193,7 @@ class HubHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             status = 499
         finally:
-            self.hub.log(
-                {"method": self.command, "path": path, "range": self.headers.get("Range"), "status": status}
-            )
+            self.hub.log({"method": self.command, "path": path, "range": self.headers.get("Range"), "status": status})
 
     def _api(self, rest: str, *, head: bool) -> int:
         tree = None
@@ -206,7 +221,10 @@ class HubHandler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _tree_entry(file: HubFile) -> dict:
-        entry = {"type": "file", "oid": file.git_sha1 if not file.lfs else hashlib.sha1(file.sha256.encode()).hexdigest()}
+        entry = {
+            "type": "file",
+            "oid": file.git_sha1 if not file.lfs else hashlib.sha1(file.sha256.encode()).hexdigest(),
+        }
         entry.update({"size": file.size, "path": file.path})
         if file.lfs:
             entry["lfs"] = {"oid": file.sha256, "size": file.size, "pointerSize": 134}
