@@ -103,6 +103,9 @@ def download_request(*, entry: ModelEntry, requested_by: str) -> ModelDownload:
     if entry.is_local:
         raise DownloadRefused(409, "model: a local model has no repo to download")
     nodes = download_nodes(entry=entry)
+    active = ModelDownload.objects.filter(model=entry, state__in=ACTIVE_DOWNLOAD_STATES).first()
+    if active is not None:
+        raise DownloadRefused(409, f"a download of {entry.key} is already {active.state} ({active.id})")
     download = ModelDownload(
         model=entry,
         repo=entry.repo,
@@ -111,7 +114,8 @@ def download_request(*, entry: ModelEntry, requested_by: str) -> ModelDownload:
         requested_by=requested_by[:150],
         progress={node.name: {"bytes_done": 0, "bytes_total": 0, "state": "queued", "detail": ""} for node in nodes},
     )
-    download.full_clean()
+    # The one-active-download constraint is the database's (a concurrent request gets the IntegrityError below).
+    download.full_clean(validate_constraints=False)
     try:
         with transaction.atomic():
             download.save()

@@ -192,6 +192,22 @@ def test_a_download_that_does_not_fit_is_refused_with_the_numbers(hub_reset, fas
     assert finished.state == DownloadState.FAILED
     assert "does not fit on spark1" in finished.error and "50.0 TiB" in finished.error and "free" in finished.error
     assert not os.path.isdir(os.path.join(_cache_dir(sim.head, repo), "snapshots"))
+    # Validate (the pre-flight alone) warns that it cannot fit in memory either, from the Hub's config and file list,
+    # and does not refuse the swap for it.
+    report = admin_api.post(f"/api/swap/{entry.key}/validate").json()
+    fit = next(check for check in report["checks"] if check["name"] == "fit")
+    assert fit["ok"] and fit["warning"] and "does NOT fit" in fit["detail"] and "50.0 TiB" in fit["detail"]
+
+
+def test_the_admin_lists_downloads_and_the_nodes_disk(hub_reset, model_factory, staff_client):
+    sim = hub_reset
+    sim.ensure_hf_repo("sim/tiny-model")
+    model_factory("tiny-on-disk", repo="sim/tiny-model")
+    page = staff_client.get("/admin/modelfiles/modeldownload/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Disk on the nodes" in text and all(node.name in text for node in sim.nodes)
+    assert "tiny-on-disk: " in text
 
 
 def test_a_node_without_a_downloader_and_a_hub_failure_say_why(hub_reset, fast_polls, model_factory, admin_api):
