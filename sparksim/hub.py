@@ -17,7 +17,7 @@ at or past half gets a 500, so the client fails after its retries.
 Knobs, re-read on every request from ``<root>/hub.json`` (see :meth:`SimCluster.set_hub`): ``speed`` (bytes/s of
 each file transfer, 0 = as fast as possible), ``weights_bytes`` (default 4 MiB), and ``repos``: per repo overrides of
 ``weights_bytes``, ``shards`` and ``config``. Every request is appended to ``<root>/hub.jsonl`` (method, path,
-range, status).
+range, status, and a hash of its Authorization header).
 """
 
 from __future__ import annotations
@@ -193,7 +193,17 @@ class HubHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             status = 499
         finally:
-            self.hub.log({"method": self.command, "path": path, "range": self.headers.get("Range"), "status": status})
+            auth = self.headers.get("Authorization")
+            self.hub.log(
+                {
+                    "method": self.command,
+                    "path": path,
+                    "range": self.headers.get("Range"),
+                    "status": status,
+                    # Which token came, without writing it down: the first 12 hex of its header's sha256.
+                    "auth": hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else None,
+                }
+            )
 
     def _api(self, rest: str, *, head: bool) -> int:
         tree = None

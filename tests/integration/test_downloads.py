@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import threading
@@ -89,7 +90,23 @@ def test_download_reaches_100_percent_on_both_nodes_and_preflight_sees_it(
     assert reader.post(f"/api/models/{entry.key}/download").status_code == 403
 
 
-def test_cancel_kills_the_downloader_on_the_nodes(hub_reset, fast_polls, model_factory, admin_api):
+def _downloader_pid(repo: str) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if b"download" in argv and repo.encode() in argv:
+                return int(entry)
+    return None
+
+
+def test_cancel_kills_the_downloader_on_the_nodes(hub_reset, fast_polls, model_factory, admin_api, settings):
+    """Also: the HF token reaches the downloader's environment and the Hub, never an argv."""
+    token = "hf_cancelTestSecret0123456789"
+    settings.SPARKCONTROL = {**settings.SPARKCONTROL, "HF_TOKEN": token}
     sim, repo = hub_reset, "sim/dl-cancel"
     sim.set_hub(speed=300_000, repo=repo, weights_bytes=6_000_000)
     entry = model_factory("dl-cancel", repo=repo)
@@ -102,6 +119,18 @@ def test_cancel_kills_the_downloader_on_the_nodes(hub_reset, fast_polls, model_f
     _wait(lambda: ModelDownload.objects.get(pk=download.pk).bytes_done > 100_000)
     ps = subprocess.run(sim.ssh_argv(sim.head, "ps -eo pid,pgid,args"), capture_output=True, text=True).stdout
     assert _downloader_running(sim, sim.head, repo), (ModelDownload.objects.get(pk=download.pk).progress, ps)
+    pid = _downloader_pid(repo)
+    with open(f"/proc/{pid}/cmdline", "rb") as fh, open(f"/proc/{pid}/environ", "rb") as env:
+        assert token.encode() not in fh.read()
+        assert f"HF_TOKEN={token}".encode() in env.read().split(b"\0")
+    assert token not in ps
+    sent = hashlib.sha256(f"Bearer {token}".encode()).hexdigest()[:12]
+    seen = {
+        (r["path"].split("/")[-1] if "/resolve/" in r["path"] else "api", r["auth"])
+        for r in sim.hub_requests()
+        if repo in r["path"]
+    }
+    assert ("model.safetensors", sent) in seen and ("api", sent) in seen, seen
     response = admin_api.post(f"/api/downloads/{download.id}/cancel")
     assert response.status_code == 202
     thread.join(60)
