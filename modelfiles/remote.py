@@ -45,9 +45,12 @@ def state_dir(*, download_id: str, cluster: ClusterSettings) -> str:
 
 
 def build_downloader_command() -> str:
-    """Print the path of the first downloader the node has, or NO_DOWNLOADER."""
-    probes = " || ".join(f"command -v {name}" for name in DOWNLOADERS)
-    return f"{probes} || echo {NO_DOWNLOADER}"
+    """Print the path of the first downloader the node has, or NO_DOWNLOADER. Commands run in a non-login shell, so
+    `pip install --user`'s ~/.local/bin may be off the PATH: it is looked in too."""
+    probes = []
+    for name in DOWNLOADERS:
+        probes += [f"command -v {name}", f'{{ [ -x "$HOME/.local/bin/{name}" ] && echo "$HOME/.local/bin/{name}"; }}']
+    return " || ".join(probes) + f" || echo {NO_DOWNLOADER}"
 
 
 def build_file_list_command(*, repo: str, revision: str) -> str:
@@ -88,10 +91,10 @@ def build_start_command(
 ) -> str:
     """Start the download detached; reads one line (the HF token, maybe empty) from stdin first."""
     directory = remote_path(state_dir(download_id=download_id, cluster=cluster))
-    program = posixpath.basename(downloader) if downloader else "hf"
-    if program not in DOWNLOADERS:
-        program = "hf"
-    inner = f'{program} download "$1" --revision "$2" >"$3/log" 2>&1; echo $? >"$3/exit"'
+    # The path the node reported (absolute, one of the known programs), else the name on its PATH.
+    known = downloader.startswith("/") and posixpath.basename(downloader) in DOWNLOADERS and "\n" not in downloader
+    program = downloader if known else "hf"
+    inner = '"$4" download "$1" --revision "$2" >"$3/log" 2>&1; echo $? >"$3/exit"'
     cache = remote_path(repo_cache_dir(repo=repo, cluster=cluster))
     return (
         # A partial file named <etag>.<8 hex>.incomplete belongs to one process (huggingface_hub 1.x and later) and is
@@ -101,7 +104,7 @@ def build_start_command(
         f'd={directory}; (umask 077 && mkdir -p "$d") && rm -f "$d/exit" && '
         'IFS= read -r HF_TOKEN; if [ -n "$HF_TOKEN" ]; then export HF_TOKEN; else unset HF_TOKEN; fi; '
         f"export HF_HOME={remote_path(hf_home(cluster))} HF_HUB_DISABLE_PROGRESS_BARS=1; "
-        f'setsid sh -c {shlex.quote(inner)} sh {shlex.quote(repo)} {shlex.quote(revision)} "$d" '
+        f'setsid sh -c {shlex.quote(inner)} sh {shlex.quote(repo)} {shlex.quote(revision)} "$d" {shlex.quote(program)} '
         '</dev/null >/dev/null 2>&1 & echo $! >"$d/pid"; echo started=$!'
     )
 
