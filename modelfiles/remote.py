@@ -76,6 +76,17 @@ def build_cached_file_command(*, repo: str, cluster: ClusterSettings, filename: 
     )
 
 
+def build_cached_weights_command(*, repo: str, cluster: ClusterSettings, suffixes: tuple[str, ...]) -> str:
+    """Print the bytes of the weight files of the repo's cached snapshot (refs/main, else any), or nothing."""
+    cache = remote_path(repo_cache_dir(repo=repo, cluster=cluster))
+    patterns = " ".join(f'"$s"/*{suffix}' for suffix in suffixes)
+    return (
+        f'c={cache}; r=$(cat "$c/refs/main" 2>/dev/null); s="$c/snapshots/$r"; '
+        '[ -n "$r" ] && [ -d "$s" ] || s=$(ls -d "$c"/snapshots/*/ 2>/dev/null | head -n 1); '
+        f'[ -n "$s" ] && du -cbL {patterns} 2>/dev/null | tail -n 1 | cut -f1'
+    )
+
+
 def build_disk_command(*, repo: str, cluster: ClusterSettings) -> str:
     """`avail=<bytes free where the HF cache is>` and `cached=<bytes of the repo's blobs already there>`."""
     home = remote_path(hf_home(cluster))
@@ -114,10 +125,11 @@ def build_poll_command(*, download_id: str, repo: str, cluster: ClusterSettings)
     directory = remote_path(state_dir(download_id=download_id, cluster=cluster))
     cache = remote_path(repo_cache_dir(repo=repo, cluster=cluster))
     return (
-        f'd={directory}; echo exit=$(cat "$d/exit" 2>/dev/null); '
-        'p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] || p=0; '
-        # A zombie is not alive (a node's init may be slow to reap the detached shell).
+        f'd={directory}; p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] || p=0; '
+        # A zombie is not alive (a node's init may be slow to reap the detached shell). Alive is read before the exit
+        # file: the shell writes that file before it ends, so a shell found ended has left its status.
         's=$(ps -o stat= -p "$p" 2>/dev/null); case "$s" in ""|Z*) echo alive=0 ;; *) echo alive=1 ;; esac; '
+        'echo exit=$(cat "$d/exit" 2>/dev/null); '
         # Finished blobs, and the partial files written since this download started: a partial file that an earlier
         # process left behind is not progress (the client may start that file again).
         f"b={cache}/blobs; "

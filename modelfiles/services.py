@@ -335,6 +335,12 @@ class _Runner:
             return _finish(self.download, state=DownloadState.FAILED, error=str(exc))
         except SshError as exc:
             return _finish(self.download, state=DownloadState.FAILED, error=str(exc))
+        except Exception as exc:
+            # Anything unforeseen ends the download with its reason rather than leaving it running for a later
+            # attempt to fail the same way.
+            logger.exception("download %s failed", self.id)
+            self.kill_all()
+            return _finish(self.download, state=DownloadState.FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def posix_name(path: str) -> str:
@@ -429,41 +435,57 @@ def _file_size(entry: dict[str, Any]) -> int:
     return int(size) if isinstance(size, int | float) else 0
 
 
-def model_config_read(
-    *, connection: SparkConnection, entry: ModelEntry, cluster: ClusterSettings, token: str
-) -> dict | None:
-    """The model's config.json: from the node's HF cache, else from the Hub as the node sees it."""
-    revision = entry_revision(entry)
-    for command, stdin in (
-        (remote.build_cached_file_command(repo=entry.repo, cluster=cluster, filename="config.json"), None),
-        (
-            remote.build_hub_file_command(repo=entry.repo, revision=revision, filename="config.json"),
-            remote.header_stdin(token),
-        ),
-    ):
-        result = connection.run(command, stdin=stdin, timeout=40)
-        if result.ok and result.stdout.strip():
-            try:
-                config = json.loads(result.stdout)
-            except ValueError:
-                continue
-            if isinstance(config, dict):
-                return config
-    return None
+SEPARATOR = "__spark_control_fit__"
 
 
-def model_weights_bytes(
-    *, connection: SparkConnection, entry: ModelEntry, cluster: ClusterSettings, token: str
-) -> int | None:
-    """Bytes of the model's weight files: the Hub's file list, else the cached snapshot's files."""
-    files = hub_file_list(connection=connection, repo=entry.repo, revision=entry_revision(entry), token=token)
-    if files is not None:
-        return sum(_file_size(entry) for entry in files if str(entry.get("path", "")).endswith(WEIGHT_SUFFIXES))
-    cache = remote.remote_path(remote.repo_cache_dir(repo=entry.repo, cluster=cluster))
-    patterns = " ".join(f'"$c"/snapshots/*/*{suffix}' for suffix in WEIGHT_SUFFIXES)
-    result = connection.run(f"c={cache}; du -cbL {patterns} 2>/dev/null | tail -n 1 | cut -f1", timeout=30)
-    value = result.stdout.strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+def _cached_fit_inputs(
+    *, connection: SparkConnection, entry: ModelEntry, cluster: ClusterSettings
+) -> tuple[dict | None, int | None, int | None]:
+    """One command on the node: the cached snapshot's config.json, its weight files' bytes, and MemTotal."""
+    command = (
+        remote.build_cached_file_command(repo=entry.repo, cluster=cluster, filename="config.json")
+        + f"; echo; echo {SEPARATOR}; "
+        + remote.build_cached_weights_command(repo=entry.repo, cluster=cluster, suffixes=WEIGHT_SUFFIXES)
+        + f"; echo {SEPARATOR}; grep -E '^MemTotal:' /proc/meminfo"
+    )
+    parts = connection.run(command, timeout=30).stdout.split(SEPARATOR)
+    config = weights = memory = None
+    if len(parts) == 3:
+        try:
+            loaded = json.loads(parts[0]) if parts[0].strip() else None
+            config = loaded if isinstance(loaded, dict) else None
+        except ValueError:
+            config = None
+        value = parts[1].strip()
+        weights = int(value) if value.isdigit() and int(value) > 0 else None
+        match = re.search(r"MemTotal:\s+(\d+)\s*kB", parts[2])
+        memory = int(match.group(1)) * 1024 if match else None
+    return config, weights, memory
+
+
+def _hub_config(*, connection: SparkConnection, entry: ModelEntry, token: str) -> dict | None:
+    command = remote.build_hub_file_command(repo=entry.repo, revision=entry_revision(entry), filename="config.json")
+    result = connection.run(command, stdin=remote.header_stdin(token), timeout=40)
+    try:
+        config = json.loads(result.stdout) if result.ok else None
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _memory_total(connection: SparkConnection) -> int | None:
+    match = re.search(
+        r"MemTotal:\s+(\d+)\s*kB", connection.run("grep -E '^MemTotal:' /proc/meminfo", timeout=10).stdout
+    )
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _text_numbers(config: dict) -> bool:
+    """Whether the config gives what the KV cache estimate needs (itself or its text_config)."""
+    for part in (config, config.get("text_config"), config.get("llm_config"), config.get("language_config")):
+        if isinstance(part, dict) and part.get("num_hidden_layers") and part.get("num_attention_heads"):
+            return True
+    return False
 
 
 def _kv_cache_dtype(entry: ModelEntry) -> str | None:
@@ -487,20 +509,26 @@ def model_fit_check(
     """Estimate whether the model fits the memory vLLM may use on its nodes; a string says why it cannot be told."""
     token = settings.SPARKCONTROL.get("HF_TOKEN", "") or ""
     head = connections[nodes[0].name]
-    config = model_config_read(connection=head, entry=entry, cluster=cluster, token=token)
+    # The cache answers in one command when the model is downloaded (the usual case before a swap); the Hub, as the
+    # node sees it, fills in what the cache lacks.
+    config, weights, head_memory = _cached_fit_inputs(connection=head, entry=entry, cluster=cluster)
+    if config is None:
+        config = _hub_config(connection=head, entry=entry, token=token)
     if config is None:
         return f"no config.json of {entry.repo} in the HF cache of {nodes[0].name} nor from the Hub"
-    weights = model_weights_bytes(connection=head, entry=entry, cluster=cluster, token=token)
+    if not _text_numbers(config):
+        return f"the config.json of {entry.repo} does not give its layers and attention sizes"
     if weights is None:
+        files = hub_file_list(connection=head, repo=entry.repo, revision=entry_revision(entry), token=token)
+        if files is not None:
+            weights = sum(_file_size(item) for item in files if str(item.get("path", "")).endswith(WEIGHT_SUFFIXES))
+    if not weights:
         return f"the size of {entry.repo}'s weights is unknown (not in the HF cache, and the Hub did not answer)"
-    memory = []
-    for node in nodes:
-        text = connections[node.name].run("grep -E '^MemTotal:' /proc/meminfo", timeout=10).stdout
-        match = re.search(r"MemTotal:\s+(\d+)\s*kB", text)
-        if match:
-            memory.append(int(match.group(1)) * 1024)
-    if not memory:
+    memory = [head_memory] + [_memory_total(connections[node.name]) for node in nodes[1:]]
+    known = [value for value in memory if value]
+    if not known:
         return "cannot read MemTotal on the nodes"
+    memory = known
     return fit_estimate(
         config=config,
         weights_bytes=weights,

@@ -360,7 +360,7 @@ def _check_fit(report: PreflightReport, entry: ModelEntry, cluster: ClusterSetti
         default_utilization=VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
     )
     if isinstance(estimate, str):
-        report.add("fit", True, f"not estimated: {estimate}", warning=True)
+        report.add("fit", True, f"not estimated: {estimate}")
     else:
         report.add("fit", True, f"{entry.key} {estimate.detail()}", warning=not estimate.fits)
 
