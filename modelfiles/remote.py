@@ -87,6 +87,15 @@ def build_cached_weights_command(*, repo: str, cluster: ClusterSettings, suffixe
     )
 
 
+def build_local_file_command(*, path: str, filename: str) -> str:
+    return f"cat {shlex.quote(posixpath.join(path, filename))} 2>/dev/null"
+
+
+def build_local_weights_command(*, path: str, suffixes: tuple[str, ...]) -> str:
+    patterns = " ".join(f"{shlex.quote(path.rstrip('/'))}/*{suffix}" for suffix in suffixes)
+    return f"du -cbL {patterns} 2>/dev/null | tail -n 1 | cut -f1"
+
+
 def build_disk_command(*, repo: str, cluster: ClusterSettings) -> str:
     """`avail=<bytes free where the HF cache is>` and `cached=<bytes of the repo's blobs already there>`."""
     home = remote_path(hf_home(cluster))

@@ -441,12 +441,16 @@ SEPARATOR = "__spark_control_fit__"
 def _cached_fit_inputs(
     *, connection: SparkConnection, entry: ModelEntry, cluster: ClusterSettings
 ) -> tuple[dict | None, int | None, int | None]:
-    """One command on the node: the cached snapshot's config.json, its weight files' bytes, and MemTotal."""
+    """One command on the node: the model's config.json and its weight files' bytes (the cached snapshot, or the
+    local model's directory), and MemTotal."""
+    if entry.is_local:
+        read_config = remote.build_local_file_command(path=entry.local_path, filename="config.json")
+        read_weights = remote.build_local_weights_command(path=entry.local_path, suffixes=WEIGHT_SUFFIXES)
+    else:
+        read_config = remote.build_cached_file_command(repo=entry.repo, cluster=cluster, filename="config.json")
+        read_weights = remote.build_cached_weights_command(repo=entry.repo, cluster=cluster, suffixes=WEIGHT_SUFFIXES)
     command = (
-        remote.build_cached_file_command(repo=entry.repo, cluster=cluster, filename="config.json")
-        + f"; echo; echo {SEPARATOR}; "
-        + remote.build_cached_weights_command(repo=entry.repo, cluster=cluster, suffixes=WEIGHT_SUFFIXES)
-        + f"; echo {SEPARATOR}; grep -E '^MemTotal:' /proc/meminfo"
+        f"{read_config}; echo; echo {SEPARATOR}; {read_weights}; echo {SEPARATOR}; grep -E '^MemTotal:' /proc/meminfo"
     )
     parts = connection.run(command, timeout=30).stdout.split(SEPARATOR)
     config = weights = memory = None
@@ -512,18 +516,19 @@ def model_fit_check(
     # The cache answers in one command when the model is downloaded (the usual case before a swap); the Hub, as the
     # node sees it, fills in what the cache lacks.
     config, weights, head_memory = _cached_fit_inputs(connection=head, entry=entry, cluster=cluster)
-    if config is None:
+    if config is None and not entry.is_local:
         config = _hub_config(connection=head, entry=entry, token=token)
     if config is None:
-        return f"no config.json of {entry.repo} in the HF cache of {nodes[0].name} nor from the Hub"
+        where = entry.local_path if entry.is_local else f"the HF cache of {nodes[0].name} nor from the Hub"
+        return f"no config.json of {entry.source} in {where}"
     if not _text_numbers(config):
-        return f"the config.json of {entry.repo} does not give its layers and attention sizes"
-    if weights is None:
+        return f"the config.json of {entry.source} does not give its layers and attention sizes"
+    if weights is None and not entry.is_local:
         files = hub_file_list(connection=head, repo=entry.repo, revision=entry_revision(entry), token=token)
         if files is not None:
             weights = sum(_file_size(item) for item in files if str(item.get("path", "")).endswith(WEIGHT_SUFFIXES))
     if not weights:
-        return f"the size of {entry.repo}'s weights is unknown (not in the HF cache, and the Hub did not answer)"
+        return f"the size of {entry.source}'s weights is unknown (no weight files found, and no Hub file list)"
     memory = [head_memory] + [_memory_total(connections[node.name]) for node in nodes[1:]]
     known = [value for value in memory if value]
     if not known:

@@ -165,7 +165,7 @@ def preflight_run(
             _check_local_path(report, entry)
         else:
             _check_hf_cache(report, entry, cluster)
-            _check_fit(report, entry, cluster)
+        _check_fit(report, entry, cluster)
         if report.container_running:
             report.add("memory", True, "checked after the running container is stopped")
         else:

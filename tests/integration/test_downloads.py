@@ -250,3 +250,20 @@ def test_a_node_without_a_downloader_and_a_hub_failure_say_why(hub_reset, fast_p
     entry = model_factory("dl-fail", repo="sim/fail-download")
     finished = download_run(download_id=str(_request(admin_api, entry.key).id), attempt=1, worker="test")
     assert finished.state == DownloadState.FAILED and "spark1: exit" in finished.error, finished.error
+
+
+def test_validate_estimates_the_fit_of_a_local_model(hub_reset, model_factory, admin_api):
+    sim = hub_reset
+    config = {"num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64}
+    path = sim.make_local_model("fit-local", config={**config, "torch_dtype": "bfloat16"})
+    with open(os.path.join(path, "model.safetensors"), "wb") as fh:
+        fh.write(b"\0" * 1_000_000)
+    model_factory("fit-local", repo="", local_path=path, max_model_len=2048)
+    report = admin_api.post("/api/swap/fit-local/validate").json()
+    fit = next(check for check in report["checks"] if check["name"] == "fit")
+    # 4 layers x 2 x 2 KV heads x 64 x 2 bytes x 2048 tokens = 4 MiB; weights 1,000,000 bytes
+    assert fit["ok"] and not fit["warning"], fit
+    assert (
+        "fits: weights 976.6 KiB + KV cache 4.0 MiB (4 layers x 2 x 2 KV heads x 64 x 2 B x 2048 tokens)"
+        in (fit["detail"])
+    )
