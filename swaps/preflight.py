@@ -343,7 +343,7 @@ def _check_hf_cache(report: PreflightReport, entry: ModelEntry, cluster: Cluster
             report.add(
                 f"HF cache on {name}",
                 True,
-                f"{entry.repo} is not in the HF cache on {name}: vLLM would download it at start (slow); "
+                f"{entry.repo} is not (wholly) in the HF cache on {name}: vLLM would download it at start (slow); "
                 f"download it first: POST /api/models/{entry.key}/download (or the dashboard's Download)",
                 warning=True,
             )

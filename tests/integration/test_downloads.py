@@ -137,6 +137,11 @@ def test_cancel_kills_the_downloader_on_the_nodes(hub_reset, fast_polls, model_f
     assert outcome["result"].state == DownloadState.CANCELLED
     assert not _downloader_running(sim, sim.head, repo)
     assert admin_api.post(f"/api/downloads/{download.id}/cancel").status_code == 409
+    # What the cancelled download left is not taken for the model in the cache.
+    assert os.path.isdir(_cache_dir(sim.head, repo))
+    report = preflight_run(entry=entry, cluster=cluster_settings_get())
+    cache = next(check for check in report.checks if check.name.startswith("HF cache"))
+    assert cache.warning and "not (wholly) in the HF cache" in cache.detail
 
 
 def _gets(sim, repo: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
