@@ -7,13 +7,13 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from catalog.models import ModelEntry
@@ -375,18 +375,20 @@ def download_run(
     return _Runner(download, cluster_settings_get(), stop).run()
 
 
-def downloads_resume(*, stale_seconds: float | None = None) -> list[ModelDownload]:
-    """Take up again the downloads whose runner is gone (no heartbeat for `stale_seconds`, default three polls and
-    30 s at least): a new attempt is queued; it re-attaches to a downloader still running on a node or starts it
-    again, and the HF client resumes the partial files."""
-
+def downloads_resume(
+    *, stale_seconds: float | None = None, gone: Callable[[str], bool] | None = None
+) -> list[ModelDownload]:
+    """Take up again the running downloads whose runner is gone: known gone (`gone(worker)`), or silent for
+    `stale_seconds` (default three polls and 30 s at least). A new attempt is queued; it follows a downloader still
+    running on a node, or starts it again (files already in the cache are kept)."""
     if stale_seconds is None:
         stale_seconds = max(30.0, 3 * float(settings.SPARKCONTROL.get("DOWNLOAD_POLL_SECONDS", 2.0)))
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
     resumed = []
-    stale = Q(state=DownloadState.RUNNING) & (Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
-    for candidate in ModelDownload.objects.filter(stale).only("pk"):
-        resumed.append(download_resume(download=candidate))
+    for candidate in ModelDownload.objects.filter(state=DownloadState.RUNNING).only("pk", "worker", "heartbeat_at"):
+        silent = candidate.heartbeat_at is None or candidate.heartbeat_at < cutoff
+        if silent or (gone is not None and bool(candidate.worker) and gone(candidate.worker)):
+            resumed.append(download_resume(download=candidate))
     return [download for download in resumed if download is not None]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ from django.utils import timezone
 from cluster.services import cluster_settings_get
 from modelfiles.models import DownloadState, ModelDownload
 from modelfiles.services import download_run, downloads_resume, node_disk_report
+from sparkcontrol import startup
 from swaps.preflight import preflight_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -191,8 +193,17 @@ def test_resume_after_the_worker_restarts_mid_download(hub_reset, fast_polls, mo
     sim, repo = hub_reset, "sim/dl-resume"
     download = _worker_stops_mid_download(sim, admin_api, model_factory, repo, "dl-resume")
     assert _downloader_running(sim, sim.head, repo)
-    [resumed] = downloads_resume(stale_seconds=60)
-    assert resumed.pk == download.pk and resumed.attempt == 2
+    # Its worker was a process of this machine that no longer exists: the next start takes it up at once, without
+    # waiting for its heartbeat to go stale.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ModelDownload.objects.filter(pk=download.pk).update(
+        heartbeat_at=timezone.now(), worker=f"{socket.gethostname()}:{dead.pid}"
+    )
+    assert downloads_resume() == []  # not stale, and nobody said its worker is gone
+    startup._resume_downloads(at_start=True)
+    resumed = ModelDownload.objects.get(pk=download.pk)
+    assert resumed.attempt == 2
     assert downloads_resume(stale_seconds=60) == []  # its heartbeat is fresh now
     assert download_run(download_id=str(download.id), attempt=1, worker="late") is None  # the old attempt is over
     finished = download_run(download_id=str(download.id), attempt=2, worker="restarted")
