@@ -25,6 +25,7 @@ from actions.api import router as actions_router
 from catalog.api import router as catalog_router
 from cluster.api import router as cluster_router
 from coordination.api import router as coordination_router
+from modelfiles.api import router as modelfiles_router
 from sparkcontrol.bodylimit import PUBLIC_API_PATHS
 from swaps.api import router as swaps_router
 from telemetry.api import router as telemetry_router
@@ -142,3 +143,4 @@ api.add_router("/", coordination_router)
 api.add_router("/", swaps_router)
 api.add_router("/", telemetry_router)
 api.add_router("/", actions_router)
+api.add_router("/", modelfiles_router)

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "coordination",
     "gateway",
     "telemetry",
+    "modelfiles",
 ]
 
 MIDDLEWARE = [
@@ -141,10 +142,14 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.SharedMessageInMemoryChannelLayer"}}
 
-# "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
-# rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
+# "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "actions":
+# scheduled actions; "downloads": model downloads; "default": the rest (probe sweeps, load samples). The embedded
+# worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
 TASKS = {
-    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps", "actions"]}
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default", "webhooks", "swaps", "actions", "downloads"],
+    }
 }
 
 # The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
@@ -243,6 +248,8 @@ SPARKCONTROL = {
     # Load over time (GET /api/load, the dashboard's charts): a sample of every Spark, vLLM and the gateway.
     "LOAD_SAMPLING": env_bool("SPARKCONTROL_LOAD_SAMPLING", True),
     "LOAD_SAMPLE_SECONDS": env_float("SPARKCONTROL_LOAD_SAMPLE_SECONDS", 10.0, minimum=1.0, maximum=3600.0),
+    # How often a model download's progress is read from the nodes (du of the HF cache's blobs).
+    "DOWNLOAD_POLL_SECONDS": env_float("SPARKCONTROL_DOWNLOAD_POLL_SECONDS", 2.0, minimum=0.1),
 }
 
 # The /v1 gateway (read by gateway/conf.py; per-service caps are `Service.max_in_flight`, edited in the admin).

@@ -111,10 +111,31 @@ def on_serve_start(*, previous_pid: int | None = None) -> threading.Event:
     from actions.services import actions_schedule_start
 
     actions_schedule_start()
+    _resume_downloads(previous_pid=previous_pid, at_start=True)
     _housekeeping_once()
     stop = threading.Event()
     threading.Thread(target=_housekeeping_loop, args=(stop,), name="housekeeping", daemon=True).start()
     return stop
+
+
+def _resume_downloads(*, previous_pid: int | None = None, at_start: bool = False) -> None:
+    """Model downloads whose runner is gone are taken up again: at start, those of a process of this machine that no
+    longer exists at once; otherwise once their heartbeat is stale."""
+    from modelfiles.services import downloads_resume
+
+    host = socket.gethostname()
+
+    def gone(worker: str) -> bool:
+        worker_host, _, pid = worker.rpartition(":")
+        if not at_start or worker_host != host or not pid.isdigit():
+            return False
+        return int(pid) == previous_pid or not _pid_alive(int(pid))
+
+    try:
+        for download in downloads_resume(gone=gone):
+            logger.warning("download %s (%s) resumed, attempt %s", download.id, download.repo, download.attempt)
+    except Exception:  # noqa: BLE001 - start-up goes on; the housekeeping loop tries again
+        logger.exception("could not resume the model downloads")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -166,6 +187,7 @@ def _housekeeping_once() -> None:
 
         actions_reap_stale()
         actions_schedule_revive()
+        _resume_downloads()
     except Exception:  # noqa: BLE001 - housekeeping must never stop the server
         logger.exception("housekeeping failed")
     finally:

@@ -29,12 +29,14 @@ logger = logging.getLogger(__name__)
 SWAPS_QUEUE = "swaps"
 WEBHOOKS_QUEUE = "webhooks"
 ACTIONS_QUEUE = "actions"  # scheduled actions: a run may wait minutes for the swap lock or for its swap
+DOWNLOADS_QUEUE = "downloads"  # model downloads: each may run for an hour
 # One thread per entry: (queues it takes, queues it leaves alone). The last one takes any other queue.
 EMBEDDED_QUEUES: list[tuple[list[str], list[str]]] = [
     ([SWAPS_QUEUE], []),
     ([WEBHOOKS_QUEUE], []),
     ([ACTIONS_QUEUE], []),
-    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE, ACTIONS_QUEUE]),
+    ([DOWNLOADS_QUEUE], []),
+    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE, ACTIONS_QUEUE, DOWNLOADS_QUEUE]),
 ]
 
 

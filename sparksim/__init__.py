@@ -44,6 +44,14 @@ that node's login environment only), ``ip`` (the cluster IP on the CX7 interface
 ``0`` (a single Spark without cable: autodiscovery fails), ``2`` (a cabled pair; the default with
 several nodes) or ``4`` (a mesh; the default of a 1-node cluster is 0).
 
+The Hugging Face Hub: every cluster serves a simulated Hub on loopback (:mod:`sparksim.hub`, ``sim.hub_url``) and
+each node's sessions have ``HF_ENDPOINT`` pointing at it, with the real ``hf`` (huggingface_hub's CLI) in ``bin/``
+when huggingface_hub is installed (``sim.set_downloader(node, False)`` takes it away). Repos under ``sim/`` exist
+there; ``sim/fail-download`` breaks halfway; ``sim.set_hub(speed=..., weights_bytes=..., repo=..., shards=...,
+config=...)`` sets transfer speed and sizes; ``sim.hub_requests()`` lists what it answered. The default repos
+(``sim/tiny-model``, ``sim/big-model``, ``sim/<failure mode>``) are in every node's cache from the start; other
+``sim/`` repos arrive by a download.
+
 ``python -m sparksim up|down|record`` runs a cluster from the command line
 (``up --launcher-dir DIR`` for the real launcher).
 The fake programs import :mod:`sparksim` on every start, so this module imports nothing eagerly.

@@ -24,6 +24,7 @@ uses that marker to leave no process behind.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -109,6 +110,16 @@ echo "sending SIGTERM when mem avail <= 10.00% and swap free <= 100.00%,"
 echo "        SIGKILL when mem avail <=  5.00% and swap free <=  50.00%"
 trap 'exit 0' TERM INT
 while :; do sleep 60 & wait $!; done
+"""
+
+# The real huggingface_hub CLI (`hf download`), talking to the simulated Hub through HF_ENDPOINT. The client writes a
+# file in 10 MiB pieces; the simulation's files are a few MiB, so it writes every 256 KiB for progress to show.
+HF_SCRIPT = """#!{python}
+import sys
+from huggingface_hub import constants
+from huggingface_hub.cli.hf import main
+constants.DOWNLOAD_CHUNK_SIZE = 256 * 1024
+sys.exit(main())
 """
 
 NODE_TOOLS = ("ssh", "scp", "ip", "ibdev2netdev", "nc")
@@ -282,6 +293,8 @@ class SimNode:
             "SPARKSIM_ROOT": self.cluster.root,
             "SPARKSIM_IP": self.ip,
             "SPARKSIM_MEMINFO": self.meminfo_path,
+            "HF_ENDPOINT": self.cluster.hub_url,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
         }
 
     def to_json(self) -> dict:
@@ -345,6 +358,8 @@ class SimCluster:
         self.stop_with_owner = stop_with_owner
         self._guard: subprocess.Popen | None = None
         self._guard_fd: int | None = None
+        self.hub_port = 0
+        self._hub: subprocess.Popen | None = None
 
     # -- convenience ---------------------------------------------------------------------------
     @property
@@ -388,6 +403,7 @@ class SimCluster:
             self._guard_start()
         os.makedirs(self.ssh_dir, exist_ok=True)
         os.makedirs(os.path.join(self.root, "models"), exist_ok=True)
+        self._start_hub()
         if os.geteuid() == 0:
             # sshd refuses to start as root without its privilege-separation directory.
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -441,6 +457,93 @@ class SimCluster:
             except subprocess.TimeoutExpired:
                 guard.kill()
                 guard.wait()
+
+    @property
+    def hub_url(self) -> str:
+        """The simulated Hugging Face Hub (``HF_ENDPOINT`` of every session on a node)."""
+        return f"http://127.0.0.1:{self.hub_port}" if self.hub_port else ""
+
+    def _start_hub(self) -> None:
+        """Start the simulated Hub (:mod:`sparksim.hub`) and wait for the port it bound."""
+        from sparksim import hub
+
+        port_file = os.path.join(self.root, hub.PORT_FILE)
+        try:
+            os.remove(port_file)
+        except FileNotFoundError:
+            pass
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("SPARKSIM_")}, "SPARKSIM_ROOT": self.root}
+        with open(os.path.join(self.root, "hub.log"), "ab") as log:
+            self._hub = subprocess.Popen(
+                [sys.executable, "-m", "sparksim.hub", self.root],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=package_parent(),
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                self.hub_port = int(Path(port_file).read_text().strip())
+                return
+            except (OSError, ValueError):
+                if self._hub.poll() is not None:
+                    break
+                time.sleep(0.02)
+        raise RuntimeError(f"the simulated Hub did not start; see {self.root}/hub.log")
+
+    def set_hub(
+        self,
+        *,
+        speed: float | None = None,
+        weights_bytes: int | None = None,
+        repo: str | None = None,
+        config: dict | None = None,
+        shards: int | list[int] | None = None,
+    ) -> None:
+        """Knobs of the simulated Hub: transfer ``speed`` (bytes/s, 0 = unbounded) and ``weights_bytes`` for every
+        repo, or with ``repo`` that repo's ``weights_bytes``, ``shards`` (how many weight files, or their sizes) and
+        ``config.json`` values."""
+        from sparksim import hub
+
+        path = os.path.join(self.root, hub.SETTINGS_FILE)
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            values = {}
+        target = values.setdefault("repos", {}).setdefault(repo, {}) if repo else values
+        if speed is not None:
+            values["speed"] = float(speed)
+        if weights_bytes is not None:
+            target["weights_bytes"] = int(weights_bytes)
+        if config is not None:
+            target["config"] = dict(config)
+        if shards is not None:
+            target["shards"] = [int(size) for size in shards] if isinstance(shards, list) else int(shards)
+        atomic_write(path, json.dumps(values))
+
+    def hub_requests(self) -> list[dict]:
+        """Every request the simulated Hub answered: method, path, range, status."""
+        from sparksim import hub
+
+        try:
+            lines = Path(self.root, hub.LOG_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def set_downloader(self, node_name: str, present: bool) -> None:
+        """Give a node the ``hf`` program (huggingface_hub's CLI, the default when it is installed) or take it away."""
+        path = os.path.join(self.node(node_name).dir, "bin", "hf")
+        if present:
+            _write_exec(path, HF_SCRIPT.format(python=sys.executable))
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
 
     def _wait_for_sshd(self) -> str:
         deadline = time.time() + self.sshd_wait
@@ -513,6 +616,8 @@ class SimCluster:
         sim_env_path = shlex.quote(os.path.join(node.dir, "sim.env"))
         _write_exec(os.path.join(node.dir, "bin", "date"), DATE_SCRIPT.format(sim_env=sim_env_path))
         _write_exec(os.path.join(node.dir, "bin", "earlyoom"), EARLYOOM_SCRIPT)
+        if importlib.util.find_spec("huggingface_hub") is not None:
+            _write_exec(os.path.join(node.dir, "bin", "hf"), HF_SCRIPT.format(python=sys.executable))
         for tool in MEMINFO_TOOLS:
             real = shutil.which(tool, path="/usr/local/bin:/usr/bin:/bin")
             if real:
@@ -645,6 +750,9 @@ class SimCluster:
                     node.process.kill()
                     node.process.wait()
         kill_sim_processes(self.root)
+        if self._hub is not None:
+            self._hub.wait()
+            self._hub = None
         self._guard_stop()
         self.started = False
 
@@ -801,6 +909,7 @@ class SimCluster:
             "vllm_port": self.vllm_port,
             "load_seconds": self.load_seconds,
             "user": self.user,
+            "hub_url": self.hub_url,
         }
 
 

@@ -392,7 +392,13 @@ def hf_cache_dir(*, repo: str, cluster: ClusterSettings) -> str:
 
 
 def build_hf_cache_check_command(*, repo: str, cluster: ClusterSettings) -> str:
-    return f"test -d {remote_path(hf_cache_dir(repo=repo, cluster=cluster))}"
+    """Exit 0 when the repo is in the cache whole: a snapshot with its config.json, and no partial file left by a
+    download that did not finish (a cancelled or failed one leaves the directory behind)."""
+    directory = remote_path(hf_cache_dir(repo=repo, cluster=cluster))
+    return (
+        f'd={directory}; ls "$d"/snapshots/*/config.json >/dev/null 2>&1 && '
+        '! ls "$d"/blobs/*.incomplete >/dev/null 2>&1'
+    )
 
 
 def build_hf_cache_delete_command(*, repo: str, cluster: ClusterSettings) -> str:

@@ -13,6 +13,7 @@ from catalog.validators import local_model_roots
 from cluster.models import ClusterSettings, SparkHost
 from cluster.selectors import spark_head, spark_workers
 from cluster.ssh import SparkConnection, SshError, spark_connect
+from modelfiles.services import model_fit_check
 from swaps.launch import (
     LAUNCHER_MISSING,
     MEMINFO_COMMAND,
@@ -164,6 +165,7 @@ def preflight_run(
             _check_local_path(report, entry)
         else:
             _check_hf_cache(report, entry, cluster)
+        _check_fit(report, entry, cluster)
         if report.container_running:
             report.add("memory", True, "checked after the running container is stopped")
         else:
@@ -341,9 +343,26 @@ def _check_hf_cache(report: PreflightReport, entry: ModelEntry, cluster: Cluster
             report.add(
                 f"HF cache on {name}",
                 True,
-                f"{entry.repo} is not in the HF cache on {name}: vLLM downloads it at start (slow)",
+                f"{entry.repo} is not (wholly) in the HF cache on {name}: vLLM would download it at start (slow); "
+                f"download it first: POST /api/models/{entry.key}/download (or the dashboard's Download)",
                 warning=True,
             )
+
+
+def _check_fit(report: PreflightReport, entry: ModelEntry, cluster: ClusterSettings) -> None:
+    """Weights plus the KV cache at max_model_len against gpu_memory_utilization x memory: a warning, not a refusal
+    (the estimate ignores activations and CUDA graphs, and vLLM's own check decides)."""
+    estimate = model_fit_check(
+        entry=entry,
+        connections=report.connections,
+        nodes=report.nodes,
+        cluster=cluster,
+        default_utilization=VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+    )
+    if isinstance(estimate, str):
+        report.add("fit", True, f"not estimated: {estimate}")
+    else:
+        report.add("fit", True, f"{entry.key} {estimate.detail()}", warning=not estimate.fits)
 
 
 def _check_port(report: PreflightReport, head: SparkHost, cluster: ClusterSettings) -> None:

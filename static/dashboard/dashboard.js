@@ -810,6 +810,8 @@ function apply(message) {
       onProbe(message);
       break;
     default:
+      // Other panels' modules (downloads.js) take their own kinds from here.
+      document.dispatchEvent(new CustomEvent("sparkcontrol:message", { detail: message }));
       break;
   }
 }
