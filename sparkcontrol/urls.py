@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.contrib.auth.views import LogoutView
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from sparkcontrol import views
 from sparkcontrol.api import api
@@ -21,6 +23,8 @@ urlpatterns = [
     path("api/", api.urls),
     path("v1/", include("gateway.urls")),
     path("metrics", metrics_view, name="metrics"),
+    # Pages name their icon; browsers still ask for /favicon.ico on JSON pages and the API docs.
+    path("favicon.ico", RedirectView.as_view(url=static("dashboard/favicon.svg"), permanent=True)),
 ]
 
 handler404 = "sparkcontrol.errors.not_found"
