@@ -103,3 +103,12 @@ def test_status_prints_iso_timestamps(monkeypatch, capsys):
     grant, _ = lock_acquire(holder="me", ttl_seconds=60, actor="test")
     _, out, _ = manage("lock", "status", monkeypatch=monkeypatch, capsys=capsys)
     assert f"expires_at: {grant.expires_at.isoformat()}" in out, out
+
+
+def test_webhook_add_and_list_never_print_credentials_in_the_url(monkeypatch, capsys):
+    url = "https://bot:hunter2@hooks.example/notify?token=s3cr3t&team=gpu"
+    _, added, _ = manage("webhook", "add", url, monkeypatch=monkeypatch, capsys=capsys)
+    _, listed, _ = manage("webhook", "list", monkeypatch=monkeypatch, capsys=capsys)
+    for out in (added, listed):
+        assert "hooks.example/notify" in out, out
+        assert "hunter2" not in out and "s3cr3t" not in out, out

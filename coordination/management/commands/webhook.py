@@ -7,6 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 from commandline.base import OperatorCommand
 from coordination.selectors import webhook_endpoint_find, webhook_endpoint_list
 from coordination.services import webhook_endpoint_create, webhook_endpoint_delete
+from coordination.webhooks import webhook_url_redacted
 
 ACTOR = "manage.py"
 
@@ -30,13 +31,16 @@ class Command(OperatorCommand):
             endpoint, secret = webhook_endpoint_create(
                 url=options["url"], events=events, enabled=not options["disabled"], actor=ACTOR
             )
-            self.stdout.write(f"added endpoint {endpoint.pk}: {endpoint.url} ({', '.join(endpoint.events)})")
+            shown = webhook_url_redacted(endpoint.url)
+            self.stdout.write(f"added endpoint {endpoint.pk}: {shown} ({', '.join(endpoint.events)})")
             self.stdout.write("signing secret (shown only now):")
             self.stdout.write(secret)
         elif action == "list":
             for endpoint in webhook_endpoint_list():
                 state = "enabled" if endpoint.enabled else "disabled"
-                self.stdout.write(f"{endpoint.pk}\t{state}\t{','.join(endpoint.events)}\t{endpoint.url}")
+                self.stdout.write(
+                    f"{endpoint.pk}\t{state}\t{','.join(endpoint.events)}\t{webhook_url_redacted(endpoint.url)}"
+                )
         else:
             endpoint = webhook_endpoint_find(ref=options["ref"])
             if endpoint is None:
