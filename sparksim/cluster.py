@@ -24,6 +24,7 @@ uses that marker to leave no process behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -456,7 +457,8 @@ class SimCluster:
         for sub in ("bin", "containers", ".cache/huggingface/hub", "sshd", *LAUNCHER_CACHE_DIRS):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
         parent = package_parent()
-        programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), *self._install_launcher(node)]
+        programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), ("sparksim-service", "bin/sparksim-service")]
+        programs += self._install_launcher(node)
         programs += [(tool, f"bin/{tool}") for tool in NODE_TOOLS]
         for prog, path in programs:
             text = WRAPPER.format(
@@ -715,6 +717,40 @@ class SimCluster:
         except FileNotFoundError:
             return ""
         return "".join(line.partition(" ")[2] + "\n" for line in raw.splitlines())
+
+    def run_service(
+        self,
+        node_name: str,
+        container: str,
+        kind: str,
+        *,
+        port: int | None = None,
+        mode: str = "ok",
+        start_seconds: float | None = None,
+        image: str = "sim/service",
+    ) -> int:
+        """Run a fake service (see :func:`sparksim.fake_services.container_main`) as a container on a node, the way
+        speech, TTS, embeddings or Qdrant run on a Spark; ``docker stop|start|restart`` act on it. Returns its port
+        (it listens once its start-up delay has passed)."""
+        node = self.node(node_name)
+        port = port or free_port()
+        self.set_image(node.name, image, "sha256:" + hashlib.sha256(image.encode()).hexdigest())
+        argv = [
+            os.path.join(node.dir, "bin", "docker"),
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--restart",
+            "unless-stopped",
+        ]
+        argv += [image, "sparksim-service", kind, "--port", str(port), "--mode", mode]
+        if start_seconds is not None:
+            argv += ["--start-seconds", str(start_seconds)]
+        done = subprocess.run(argv, env=node.env, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker run {container} failed ({done.returncode}): {done.stderr.strip()}")
+        return port
 
     def mem_available_kb(self, node_name: str) -> int | None:
         return meminfo.read_available_kb(self.node(node_name).meminfo_path)
