@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 
 from coordination import clock
@@ -39,6 +40,21 @@ def lock_view(*, lock: SwapLock | None, at: datetime) -> dict[str, Any]:
 def lock_status() -> dict[str, Any]:
     """The lock as it stands now (free with epoch 0 when it was never granted)."""
     return lock_view(lock=SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID).first(), at=clock.now())
+
+
+def lock_refusal() -> str | None:
+    """Why a change to the GPU must wait: "the swap lock is held by X until T" while it is held, else None.
+
+    Inside a transaction the lock row stays locked until it ends, so no grant slips in between the check and the
+    change it guards.
+    """
+    rows = SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID)
+    if transaction.get_connection().in_atomic_block:
+        rows = rows.select_for_update()
+    lock = rows.first()
+    if lock is None or not lock.is_held(clock.now()):
+        return None
+    return f"the swap lock is held by {lock.holder!r} until {lock.expires_at.isoformat()}"
 
 
 def webhook_endpoint_list() -> QuerySet[WebhookEndpoint]:

@@ -131,9 +131,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "default": the
-# rest (probe sweeps). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps"]}}
+# "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "services":
+# service restarts (minutes each); "default": the rest (probe sweeps). The embedded worker runs a thread per queue;
+# scaled out, give "swaps" a db_worker of its own.
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "webhooks", "swaps", "services"]}
+}
 
 # The periodic probe sweeps run every few seconds: their task start/end lines are DEBUG, not INFO.
 LOGGING = {
@@ -224,3 +227,16 @@ SPARKCONTROL = {
     # Bearer token a Prometheus server sends to GET /metrics (read-scope API tokens work too); blank: tokens only.
     "METRICS_TOKEN": env_str("SPARKCONTROL_METRICS_TOKEN"),
 }
+
+# --- service restarts and service pages (docs/decisions/0042) -------------------------------------------------------
+# `docker restart --time N`: how long docker waits after SIGTERM before it kills the container.
+SERVICE_RESTART_STOP_SECONDS = env_int("SPARKCONTROL_SERVICE_RESTART_STOP_SECONDS", 10, minimum=0, maximum=600)
+# How long a restarted service may take to pass its probe again before the restart counts as failed.
+SERVICE_RESTART_WAIT_SECONDS = env_float(
+    "SPARKCONTROL_SERVICE_RESTART_WAIT_SECONDS", 300.0, minimum=1.0, maximum=3600.0
+)
+# How much probe history the service pages keep (status-sweep samples; pruned by each sweep).
+SERVICE_HISTORY_HOURS = env_float("SPARKCONTROL_SERVICE_HISTORY_HOURS", 24.0, minimum=1.0, maximum=168.0)
+# Says why a restart of a GPU service must wait (the swap lock is held), or None; the cluster app cannot import
+# the lock's app, so the wiring names it here.
+SERVICE_RESTART_LOCK_CHECK = "coordination.selectors.lock_refusal"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from sparkcontrol import views
+from sparkcontrol import service_pages, views
 from sparkcontrol.api import api
 from sparkcontrol.metrics import metrics_view
 
@@ -15,6 +15,7 @@ admin.site.site_url = "/"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("swaps/<uuid:swap_id>/", views.swap_detail, name="swap-detail"),
+    path("services/<slug:key>/", service_pages.service_detail, name="service-detail"),
     path("login/", views.DashboardLoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),

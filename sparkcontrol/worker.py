@@ -28,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 SWAPS_QUEUE = "swaps"
 WEBHOOKS_QUEUE = "webhooks"
+SERVICES_QUEUE = "services"
 # One thread per entry: (queues it takes, queues it leaves alone). The last one takes any other queue.
 EMBEDDED_QUEUES: list[tuple[list[str], list[str]]] = [
     ([SWAPS_QUEUE], []),
     ([WEBHOOKS_QUEUE], []),
-    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE]),
+    ([SERVICES_QUEUE], []),
+    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE, SERVICES_QUEUE]),
 ]
 
 
