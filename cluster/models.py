@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -134,6 +136,19 @@ class ClusterSettings(models.Model):
         return {key.strip() for key in self.disabled_services.split(",") if key.strip()}
 
 
+def validate_link(value: str) -> None:
+    """An http:// or https:// URL with a host (LAN names without a dot too), no spaces or control characters."""
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError("a link has no spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValidationError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("give an http:// or https:// URL with a host")
+
+
 CONTAINER_NAME = RegexValidator(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", "a docker container name")
 
 
@@ -176,7 +191,7 @@ class Service(models.Model):
     link = models.CharField(
         max_length=512,
         blank=True,
-        validators=[URLValidator(schemes=["http", "https"])],
+        validators=[validate_link],
         help_text="Optional http(s) link-out shown on its page.",
     )
     source = models.CharField(max_length=16, default="builtin", editable=False)

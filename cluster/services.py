@@ -10,10 +10,9 @@ from urllib.parse import urlsplit
 import yaml
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 
-from cluster.models import ClusterSettings, Service, ServiceKind
+from cluster.models import ClusterSettings, Service, ServiceKind, validate_link
 
 BUILTIN_SERVICES_FILE = Path(__file__).with_name("builtin_services.yaml")
 SERVICE_FIELDS = {
@@ -77,7 +76,7 @@ def _load_file(path: Path, *, required: bool) -> tuple[dict[str, Any], list[str]
 
 def _is_link(value: str) -> bool:
     try:
-        URLValidator(schemes=["http", "https"])(value)
+        validate_link(value)
     except ValidationError:
         return False
     return True
