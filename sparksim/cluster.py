@@ -727,13 +727,18 @@ class SimCluster:
         port: int | None = None,
         mode: str = "ok",
         start_seconds: float | None = None,
+        model: str | None = None,
         image: str = "sim/service",
+        wait: bool = False,
     ) -> int:
         """Run a fake service (see :func:`sparksim.fake_services.container_main`) as a container on a node, the way
         speech, TTS, embeddings or Qdrant run on a Spark; ``docker stop|start|restart`` act on it. Returns its port
-        (it listens once its start-up delay has passed)."""
+        (it listens once its start-up delay has passed; with ``wait`` this returns only then). A container of that
+        name left by an earlier run is removed."""
         node = self.node(node_name)
         port = port or free_port()
+        docker = os.path.join(node.dir, "bin", "docker")
+        subprocess.run([docker, "rm", "-f", container], env=node.env, capture_output=True, timeout=60, check=False)
         self.set_image(node.name, image, "sha256:" + hashlib.sha256(image.encode()).hexdigest())
         argv = [
             os.path.join(node.dir, "bin", "docker"),
@@ -750,7 +755,21 @@ class SimCluster:
         done = subprocess.run(argv, env=node.env, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"docker run {container} failed ({done.returncode}): {done.stderr.strip()}")
+        if wait:
+            self.wait_listening(port, name=container)
         return port
+
+    def wait_listening(self, port: int, *, name: str = "the service", timeout: float = 60.0) -> None:
+        """Return once 127.0.0.1:port accepts connections (a fake service finished loading)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:g} s") from None
+                time.sleep(0.05)
 
     def mem_available_kb(self, node_name: str) -> int | None:
         return meminfo.read_available_kb(self.node(node_name).meminfo_path)
