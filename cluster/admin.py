@@ -86,16 +86,16 @@ class ServiceAdmin(AuditedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # services come from the shipped file and services-overrides.yaml
 
-    @admin.action(description="Restart the selected services' containers")
+    @admin.action(description="Restart the selected services' containers", permissions=["change"])
     def restart(self, request: HttpRequest, queryset: QuerySet[Service]) -> None:
         """Queue a restart of each selected service (the same checks as the API: container, lock, one at a time)."""
         for service in queryset.order_by("key"):
             try:
                 restart = service_restart_request(key=service.key, requested_by=request.user.get_username())
             except RestartRefused as exc:
-                self.message_user(request, f"{service.key}: {exc}", messages.ERROR)
+                self.message_user(request, f"Not restarted: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{service.key}: restart {restart.pk} queued", messages.SUCCESS)
+                self.message_user(request, f"Restart {restart.pk} of {service.key!r} queued.", messages.SUCCESS)
 
     @admin.display(description="answers at")
     def effective_url(self, obj: Service) -> str:

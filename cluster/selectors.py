@@ -171,9 +171,10 @@ def service_endpoint_extras(*, services: Sequence[Service], hosts: Sequence[Spar
     """What `GET /api/endpoints` adds to each service for restarts and its page: restartable (and why not), the
     latest restart, the last downtime, and the optional link-out."""
     latest = service_restart_latest(services=services)
+    cluster = cluster_settings_get()
     extras = {}
     for service in services:
-        refusal = service_restart_refusal(service=service, hosts=list(hosts))
+        refusal = service_restart_refusal(service=service, hosts=hosts, cluster=cluster)
         found = latest.get(service.pk, {"restart": None, "last_downtime_s": None})
         extras[service.pk] = {
             "restartable": refusal is None,
@@ -246,13 +247,15 @@ def restart_out(restart: ServiceRestart, *, service_key: str | None = None) -> d
     }
 
 
-def service_restart_refusal(*, service: Service, hosts: list[SparkHost] | None = None) -> str | None:
+def service_restart_refusal(
+    *, service: Service, hosts: Sequence[SparkHost] | None = None, cluster: ClusterSettings | None = None
+) -> str | None:
     """Why this service has no restart (the head vLLM, no container, disabled, no Spark); None when it has one."""
     if service.is_head_vllm:
         return "the head vLLM is restarted only by a swap (POST /api/swap)"
     if not service.container:
         return f"service {service.key!r} has no container to restart (set `container` in services-overrides.yaml)"
-    if service_is_disabled(service=service):
+    if service_is_disabled(service=service, cluster=cluster):
         return f"service {service.key!r} is disabled"
     if service_host(service=service, hosts=hosts) is None:
         return f"service {service.key!r}: no enabled Spark for its node {service.node or '(none)'!r}"

@@ -125,6 +125,24 @@ def test_a_staff_session_restarts_with_its_csrf_token(django_user_model, worker_
     assert ServiceRestart.objects.get().requested_by == "ops"
 
 
+@pytest.mark.django_db
+def test_the_admin_action_restarts_what_it_can_and_says_why_not_for_the_rest(staff_client, worker_host):
+    asr = make_service("asr", container="parakeet")
+    plain = make_service("plain")
+    response = staff_client.post(
+        "/admin/cluster/service/",
+        {"action": "restart", "_selected_action": [asr.pk, plain.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    text = response.content.decode()
+    restart = ServiceRestart.objects.get()
+    assert restart.service == asr and restart.requested_by == "staff"
+    assert f'<li class="success">Restart {restart.pk} of &#x27;asr&#x27; queued.</li>' in text
+    assert '<li class="error">Not restarted: service &#x27;plain&#x27; has no container to restart' in text
+    assert AuditEntry.objects.filter(action="service.restart", actor="staff", target="asr").exists()
+
+
 # --- the task against sparksim ------------------------------------------------------------------------------------
 
 
