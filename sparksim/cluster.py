@@ -14,7 +14,8 @@ Layout under ``root``::
 variable ``SPARKSIM_LAUNCHER_DIR``) a copy of that checkout of the real spark-vllm-docker (without
 ``.git``). Either way ``bin/`` holds what the real script calls on a Spark: ``docker``, ``ssh`` and ``scp``
 to the other nodes by cluster IP, ``ip``, ``ibdev2netdev``, ``nc``, ``nvidia-smi`` (see
-:mod:`sparksim.node_tools`); ``python3`` is the host's.
+:mod:`sparksim.node_tools`); ``python3`` is the host's. ``sparksim-service`` is a fake speech, TTS, embeddings,
+Qdrant or vLLM server to run as a container (:meth:`SimCluster.run_service`).
 
 Each sshd gives sessions a node-specific environment through ``environment=`` options in its own
 authorized_keys file, so ``$HOME`` is the node directory and ``PATH`` starts with the node's ``bin``.

@@ -31,7 +31,9 @@ Modes:
 - ``wedged``: health paths and ``/v1/models`` are fine, real work (any ``POST``, Qdrant's ``/collections``) never
   finishes; a vllm's ``/metrics`` shows a request running while the generated-token counter stays frozen.
 
-All servers share one asyncio loop in one daemon thread, so a farm of hundreds is cheap.
+All servers share one asyncio loop in one daemon thread, so a farm of hundreds is cheap. On a simulated node a
+fake service can also run as a container's command (``sparksim-service``, see :func:`container_main` and
+``SimCluster.run_service``), so the fake docker stops, starts and restarts it like a real one.
 ``python -m sparksim.fake_services vllm:ok qdrant:hang ...`` runs a farm from the command line.
 This module imports nothing from the apps.
 """
