@@ -15,6 +15,7 @@ function (wired in settings) that says why a GPU change must wait, or None.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import time
 from datetime import datetime, timedelta
@@ -32,6 +33,8 @@ from cluster.selectors import restart_out, service_base_url, service_host, servi
 from cluster.services import cluster_settings_get
 from sparkcontrol.audit import audit_record
 from sparkcontrol.realtime import broadcast_on_commit
+
+logger = logging.getLogger(__name__)
 
 # Between two probes while waiting for the service to come back.
 PROBE_INTERVAL_S = 1.0
@@ -157,7 +160,6 @@ async def _probe_until_up(target: ProbeTarget, *, timeout: float, wait_s: float)
 
 def service_restart_run(*, restart_id: int) -> str:
     """The task body: `docker restart` on the service's Spark, then wait for its probe to pass. Returns the state."""
-    from cluster.ssh import SshError, spark_connect
     from cluster.sweeps import sweep_status
 
     restart = ServiceRestart.objects.select_related("service").filter(pk=restart_id).first()
@@ -165,13 +167,30 @@ def service_restart_run(*, restart_id: int) -> str:
         return "gone"
     if restart.state != RestartState.QUEUED:
         return restart.state  # a retried task never runs a restart twice
-    service = restart.service
     host = SparkHost.objects.filter(name=restart.host, enabled=True).first()
     if host is None:
         return _fail(restart, f"Spark {restart.host!r} is no longer an enabled host")
+    _advance(restart, RestartState.STOPPING, stopping_at=timezone.now())
+    try:
+        state = _restart_and_confirm(restart, host)
+    except Exception as exc:
+        # The row must not stay active: the next request for this service would be refused until it went stale.
+        _fail(restart, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    try:
+        # The tile's probe status follows at once instead of at the next periodic sweep.
+        sweep_status(keys=[restart.service.key])
+    except Exception:  # noqa: BLE001 - the restart is done either way; the periodic sweep catches up
+        logger.exception("the status sweep after restart %s failed", restart.pk)
+    return state
+
+
+def _restart_and_confirm(restart: ServiceRestart, host: SparkHost) -> str:
+    from cluster.ssh import SshError, spark_connect
+
+    service = restart.service
     stop_s = settings.SERVICE_RESTART_STOP_SECONDS
     wait_s = settings.SERVICE_RESTART_WAIT_SECONDS
-    _advance(restart, RestartState.STOPPING, stopping_at=timezone.now())
     command = f"docker restart --time {int(stop_s)} {shlex.quote(restart.container)}"
     try:
         result = spark_connect(host).run(command, timeout=stop_s + 120)
@@ -189,6 +208,4 @@ def service_restart_run(*, restart_id: int) -> str:
     assert restart.stopping_at is not None
     downtime = round((finished - restart.stopping_at).total_seconds(), 1)
     _advance(restart, RestartState.UP, finished_at=finished, downtime_s=downtime)
-    # The tile's probe status follows at once instead of at the next periodic sweep.
-    sweep_status(keys=[service.key])
     return RestartState.UP.value
