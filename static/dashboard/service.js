@@ -17,10 +17,12 @@ function drawChart(history) {
   chartBox.dataset.points = String(history.t.length);
   fill($("#service-chart-note"), history.t.length ? `${history.t.length} probes since ${new Date(history.since).toLocaleString()}.` : "No probes recorded yet.");
   const width = Math.max(320, chartBox.clientWidth || 640);
+  // The whole window, so the probes sit where they happened in it (a gap shows as a gap).
+  const span = [Date.parse(history.since) / 1000, Date.now() / 1000];
   const options = {
     width,
     height: 220,
-    scales: { x: { time: true }, state: { range: [0, 1.05] } },
+    scales: { x: { time: true, range: () => span }, state: { range: [0, 1.05] } },
     series: [
       {},
       { label: "latency (ms)", stroke: "#1f6f5c", width: 1.5, points: { show: true, size: 4 }, spanGaps: false },
@@ -29,7 +31,7 @@ function drawChart(history) {
     axes: [
       {},
       { label: "ms" },
-      { scale: "state", side: 1, values: (u, ticks) => ticks.map((v) => (v >= 1 ? "up" : v >= 0.5 ? "degraded" : v === 0 ? "down" : "")), splits: () => [0, 0.5, 1], grid: { show: false } },
+      { scale: "state", side: 1, size: 80, values: (u, ticks) => ticks.map((v) => (v >= 1 ? "up" : v >= 0.5 ? "degraded" : v === 0 ? "down" : "")), splits: () => [0, 0.5, 1], grid: { show: false } },
     ],
   };
   if (chart) chart.destroy();
@@ -39,20 +41,21 @@ function drawChart(history) {
 }
 
 function renderErrors(errors) {
-  const list = $("#service-errors");
+  const body = $("#service-errors");
   if (!errors.length) {
-    fill(list, h("li", { class: "muted empty", text: "No errors recorded." }));
+    fill(body, h("tr", { class: "empty" }, h("td", { colspan: "4", class: "muted", text: "No errors recorded." })));
     return;
   }
   fill(
-    list,
+    body,
     errors.map((error) =>
       h(
-        "li",
-        { class: `ev ev-${error.status}`, dataset: { sweep: error.sweep } },
-        h("time", { datetime: error.at, text: new Date(error.at).toLocaleString() }),
-        h("span", { class: "ev-seq", text: `${error.sweep} · ${error.status}` }),
-        h("span", { class: "ev-msg", text: error.detail || "–" }),
+        "tr",
+        { dataset: { sweep: error.sweep } },
+        h("td", {}, h("time", { datetime: error.at, text: new Date(error.at).toLocaleString() })),
+        h("td", { text: error.sweep }),
+        h("td", {}, h("span", { class: `status status-${error.status}`, text: error.status })),
+        h("td", { text: error.detail || "–" }),
       ),
     ),
   );

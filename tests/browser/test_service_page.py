@@ -80,7 +80,7 @@ def speech(clean: Server) -> Iterator[int]:
 
 
 def test_a_tile_opens_its_service_page_and_a_confirmed_restart_goes_through_its_states_to_up(
-    browser: Any, clean: Server, speech: int
+    browser: Any, clean: Server, speech: int, artifacts: Path
 ) -> None:
     watched = open_page(browser, clean)
     page = watched.page
@@ -98,6 +98,7 @@ def test_a_tile_opens_its_service_page_and_a_confirmed_restart_goes_through_its_
         assert page.inner_text("#service-endpoint") == f"http://127.0.0.1:{speech}"
         assert page.get_attribute("#service-link", "href") == LINK
         assert "No errors recorded." in page.inner_text("#service-errors")
+        page.screenshot(path=str(artifacts / "service-page.png"), full_page=True)
 
         # Back on the dashboard: restart from the tile, with its confirmation.
         page.goto("/")
@@ -125,6 +126,7 @@ def test_a_tile_opens_its_service_page_and_a_confirmed_restart_goes_through_its_
         tile.locator(".tile-restart-btn").click()
         dialog.wait_for(state="visible")
         assert f"At its last restart it was down for {endpoint['last_downtime_s']:.1f} s." in dialog.inner_text()
+        page.screenshot(path=str(artifacts / "service-restart-confirm.png"))
         page.click("#confirm-dialog button[value=cancel]")
     finally:
         watched.context.close()
