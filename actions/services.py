@@ -704,16 +704,32 @@ def _run_warm(run: ActionRun) -> tuple[str, str]:
 # restart -------------------------------------------------------------------------------------------------------------
 
 
-def service_restart_call(*, key: str, actor: str) -> str:
-    """Restart a service's container; the one place a restart action calls. Returns what happened.
+def service_restart_call(*, key: str, actor: str) -> tuple[str, str]:
+    """Restart a service's container (cluster's restart, with its own refusals) and wait for its probe to pass."""
+    from cluster.models import RestartState
+    from cluster.restarts import RestartRefused, service_restart_request
 
-    Restarts are not part of this installation yet: this raises until it is pointed at the cluster's restart.
-    """
-    raise ActionUnavailable(f"restart is not available: this installation cannot restart services (service {key!r})")
+    try:
+        restart = service_restart_request(key=key, requested_by=actor)
+    except RestartRefused as exc:
+        if exc.status == 423:  # a GPU service while someone holds the swap lock: their work goes first
+            return RunOutcome.SKIPPED, f"restart of {key!r} not started: {exc}"
+        raise ActionUnavailable(f"restart refused: {exc}") from None
+    limit = settings.SERVICE_RESTART_STOP_SECONDS + settings.SERVICE_RESTART_WAIT_SECONDS + 60
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        restart.refresh_from_db()
+        if restart.state == RestartState.UP:
+            down = f", down {restart.downtime_s:.1f} s" if restart.downtime_s is not None else ""
+            return RunOutcome.OK, f"{key} restarted (restart {restart.pk}{down})"
+        if restart.state == RestartState.FAILED:
+            return RunOutcome.FAILED, f"restart {restart.pk} of {key} failed: {restart.error}"
+        time.sleep(1.0)
+    return RunOutcome.FAILED, f"restart {restart.pk} of {key} did not finish within {limit:.0f} s"
 
 
 def _run_restart(run: ActionRun) -> tuple[str, str]:
-    return RunOutcome.OK, service_restart_call(key=run.action.service, actor=run.action.holder)
+    return service_restart_call(key=run.action.service, actor=run.action.holder)
 
 
 # sweep ---------------------------------------------------------------------------------------------------------------

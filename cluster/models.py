@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
 from django.core.validators import BaseValidator, MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -139,6 +141,22 @@ class ClusterSettings(models.Model):
         return {key.strip() for key in self.disabled_services.split(",") if key.strip()}
 
 
+def validate_link(value: str) -> None:
+    """An http:// or https:// URL with a host (LAN names without a dot too), no spaces or control characters."""
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError("a link has no spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValidationError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("give an http:// or https:// URL with a host")
+
+
+CONTAINER_NAME = RegexValidator(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", "a docker container name")
+
+
 class ServiceKind(models.TextChoices):
     VLLM = "vllm", "vLLM"
     EMBEDDINGS = "embeddings", "OpenAI-style embeddings"
@@ -168,6 +186,19 @@ class Service(models.Model):
     read_only = models.BooleanField(default=False, help_text="Monitored only; Spark Control never changes it.")
     enabled = models.BooleanField(default=True, help_text="Off: no tile, never probed.")
     max_in_flight = models.PositiveIntegerField(default=0, help_text="Gateway cap; 0 means no cap.")
+    container = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[CONTAINER_NAME],
+        help_text="Docker container on its node that a restart restarts; blank: not restartable.",
+    )
+    gpu = models.BooleanField(default=False, help_text="Uses the GPU: a restart waits while the swap lock is held.")
+    link = models.CharField(
+        max_length=512,
+        blank=True,
+        validators=[validate_link],
+        help_text="Optional http(s) link-out shown on its page.",
+    )
     source = models.CharField(max_length=16, default="builtin", editable=False)
 
     class Meta:
@@ -175,6 +206,16 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def is_head_vllm(self) -> bool:
+        """The vLLM Spark Control swaps: changed only by a swap, never restarted on its own."""
+        return self.key == "vllm" and self.kind == ServiceKind.VLLM
+
+    @property
+    def on_gpu(self) -> bool:
+        """The GPU's: any vLLM (it holds the GPU's memory) or a service marked `gpu: true`."""
+        return self.gpu or self.kind == ServiceKind.VLLM
 
 
 class ProbeStatus(models.TextChoices):
@@ -277,3 +318,78 @@ class SweepLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sweep} due {self.next_due:%Y-%m-%d %H:%M:%S}"
+
+
+class ServiceSample(models.Model):
+    """One status-sweep result of a service, kept for a day (the service page's chart and its last errors).
+
+    Written in one bulk insert per sweep and pruned by age in the same transaction (one indexed range delete),
+    apart from ProbeResult, whose per-target count bound would cost a ranking of a whole day on every sweep.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="samples")
+    status = models.CharField(max_length=16, choices=ProbeStatus.choices)
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True, help_text="Kept only when not up.")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["service", "checked_at"], name="service_sample_by_service"),
+            models.Index(fields=["checked_at"], name="service_sample_by_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.status} {self.checked_at:%H:%M:%S}"
+
+
+class RestartState(models.TextChoices):
+    QUEUED = "queued", "queued"
+    STOPPING = "stopping", "stopping"
+    STARTING = "starting", "starting"
+    UP = "up", "up"
+    FAILED = "failed", "failed"
+
+
+RESTART_ACTIVE_STATES = (RestartState.QUEUED, RestartState.STOPPING, RestartState.STARTING)
+RESTART_TERMINAL_STATES = (RestartState.UP, RestartState.FAILED)
+
+
+class ServiceRestart(models.Model):
+    """One restart of a service's container over SSH: the row the task follows and the dashboard shows.
+
+    queued -> stopping (`docker restart` sent) -> starting (the container runs again) -> up (its probe passes)
+    or failed (SSH or docker refused, or the probe did not pass in time). One active restart per service.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="restarts")
+    state = models.CharField(max_length=16, choices=RestartState.choices, default=RestartState.QUEUED)
+    container = models.CharField(max_length=128, validators=[CONTAINER_NAME])
+    host = models.CharField(max_length=64, help_text="The Spark it runs on.")
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    stopping_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the container ran again.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    downtime_s = models.FloatField(
+        null=True, blank=True, help_text="From the stop until the probe passed again (up only)."
+    )
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service"],
+                condition=Q(state__in=["queued", "stopping", "starting"]),
+                name="one_active_restart_per_service",
+                violation_error_message="This service is already being restarted.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"restart {self.pk} of {self.service_id}: {self.state}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in RESTART_TERMINAL_STATES

@@ -9,9 +9,10 @@ from urllib.parse import urlsplit
 
 import yaml
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from cluster.models import ClusterSettings, Service, ServiceKind
+from cluster.models import ClusterSettings, Service, ServiceKind, validate_link
 
 BUILTIN_SERVICES_FILE = Path(__file__).with_name("builtin_services.yaml")
 SERVICE_FIELDS = {
@@ -25,7 +26,11 @@ SERVICE_FIELDS = {
     "models",
     "read_only",
     "max_in_flight",
+    "container",
+    "gpu",
+    "link",
 }
+CONTAINER_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -69,6 +74,14 @@ def _load_file(path: Path, *, required: bool) -> tuple[dict[str, Any], list[str]
     return document.get("services") or {}, []
 
 
+def _is_link(value: str) -> bool:
+    try:
+        validate_link(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _validate_entry(path: Path, key: Any, fields: Any) -> list[str]:
     where = f"{path}: service {key!r}"
     if not isinstance(key, str) or not KEY_RE.match(key):
@@ -87,6 +100,9 @@ def _validate_entry(path: Path, key: Any, fields: Any) -> list[str]:
         "models": lambda v: isinstance(v, list) and all(isinstance(m, str) and m for m in v),
         "read_only": lambda v: isinstance(v, bool),
         "max_in_flight": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10000,
+        "container": lambda v: isinstance(v, str) and bool(CONTAINER_RE.match(v)),
+        "gpu": lambda v: isinstance(v, bool),
+        "link": lambda v: isinstance(v, str) and len(v) <= 512 and _is_link(v),
     }
     hints = {
         "kind": f"one of {', '.join(ServiceKind.values)}",
@@ -97,6 +113,9 @@ def _validate_entry(path: Path, key: Any, fields: Any) -> list[str]:
         "models": "a list of model names",
         "read_only": "true or false",
         "max_in_flight": "a whole number >= 0",
+        "container": "a docker container name (letters, digits, '_', '.', '-'; up to 128)",
+        "gpu": "true or false",
+        "link": "an http:// or https:// URL",
     }
     for name, check in checks.items():
         if name in fields and not check(fields[name]):
@@ -123,6 +142,8 @@ def services_load(*, overrides_path: Path | None = None) -> dict[str, dict[str, 
             merged[key] = {**fields, "source": "override"}
             missing = [name for name in ("name", "kind") if name not in fields]
             errors += [f"{path}: service {key!r}: field {name!r} is required for a new service" for name in missing]
+        if key == "vllm" and merged[key].get("container"):
+            errors.append(f"{path}: service 'vllm': field 'container': the head vLLM is changed by swaps, not restarts")
         if merged[key].get("kind") == ServiceKind.VLLM and key != "vllm":
             merged[key]["read_only"] = True  # a second vLLM is monitored, never swapped
         if not merged[key].get("url") and not merged[key].get("port") and key != "vllm":
@@ -166,6 +187,9 @@ def _services_sync(overrides_path: Path | None) -> list[Service]:
             # The head vLLM's model is runtime state, set by swaps; the files own every other service's list.
             row.models_served = spec.get("models", [])
         row.read_only = bool(spec.get("read_only", False))
+        row.container = spec.get("container", "")
+        row.gpu = bool(spec.get("gpu", False))
+        row.link = spec.get("link", "")
         row.source = spec["source"]
         if "max_in_flight" in spec and (row.pk is None or spec["source"] == "override"):
             row.max_in_flight = spec["max_in_flight"]

@@ -15,9 +15,10 @@ import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
@@ -31,6 +32,7 @@ from cluster.models import (
     ProbeStatus,
     Service,
     ServiceKind,
+    ServiceSample,
     ServiceStatus,
     SparkHost,
     SweepKind,
@@ -240,6 +242,23 @@ def _prune(*, sweep: str, column: str, ids: list[int], keep: int) -> None:
         ProbeResult.objects.filter(pk__in=stale).delete()
 
 
+def _record_samples(*, checked_at: datetime, services: list[tuple[Service, ProbeOutcome]]) -> None:
+    """The service pages' day of history: one bulk insert, then one indexed range delete of what aged out."""
+    ServiceSample.objects.bulk_create(
+        [
+            ServiceSample(
+                service=service,
+                status=o.status,
+                latency_ms=o.latency_ms,
+                detail="" if o.status == ProbeStatus.UP else o.detail,
+                checked_at=checked_at,
+            )
+            for service, o in services
+        ]
+    )
+    ServiceSample.objects.filter(checked_at__lt=checked_at - timedelta(hours=settings.SERVICE_HISTORY_HOURS)).delete()
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -304,6 +323,8 @@ def _record(
             unique_fields=["host"],
             update_fields=_OUTCOME_FIELDS,
         )
+    if sweep == SweepKind.STATUS and services:
+        _record_samples(checked_at=checked_at, services=services)
     _prune(sweep=sweep, column="service_id", ids=[service.pk for service, _ in services], keep=keep)
     _prune(sweep=sweep, column="host_id", ids=[host.pk for host, _ in hosts], keep=keep)
     if not services and not hosts:

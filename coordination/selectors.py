@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 
 from coordination import clock
@@ -41,6 +42,21 @@ def lock_status() -> dict[str, Any]:
     # One row by primary key: no ORDER BY (`.first()` adds one, and building it was a fifth of a lock read's CPU).
     rows = list(SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID).order_by()[:1])
     return lock_view(lock=rows[0] if rows else None, at=clock.now())
+
+
+def lock_refusal() -> str | None:
+    """Why a change to the GPU must wait: "the swap lock is held by X until T" while it is held, else None.
+
+    Inside a transaction the lock row stays locked until it ends, so no grant slips in between the check and the
+    change it guards.
+    """
+    rows = SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID)
+    if transaction.get_connection().in_atomic_block:
+        rows = rows.select_for_update()
+    lock = rows.first()
+    if lock is None or not lock.is_held(clock.now()):
+        return None
+    return f"the swap lock is held by {lock.holder!r} until {lock.expires_at.isoformat()}"
 
 
 def webhook_endpoint_list() -> QuerySet[WebhookEndpoint]:

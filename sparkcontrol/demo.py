@@ -50,25 +50,31 @@ def sim_register(*, sim: Any) -> None:
 
 
 class Demo:
-    """What `serve --demo` started: the simulated Sparks and the fake services beside them."""
+    """What `serve --demo` started: the simulated Sparks, with the fake services running as containers on them."""
 
-    def __init__(self, sim: Any, farm: Any) -> None:
+    def __init__(self, sim: Any) -> None:
         self.sim = sim
-        self.farm = farm
 
     def stop(self) -> None:
-        self.farm.stop()
         self.sim.stop()
 
 
-def demo_services(*, farm: Any, directory: Path) -> Path:
-    """A fake server for every built-in service but the head vLLM, pointed at by a services-overrides file."""
-    overrides: dict[str, dict[str, str]] = {}
+def demo_services(*, sim: Any, directory: Path) -> Path:
+    """A fake server for every built-in service but the head vLLM, each a container on the worker Spark (so the
+    dashboard can restart it), pointed at by a services-overrides file."""
+    overrides: dict[str, dict[str, Any]] = {}
+    node = sim.workers[0] if sim.workers else sim.head
+    ports = {}
     for service in Service.objects.exclude(key="vllm").order_by("key"):
         if service.kind not in ("embeddings", "qdrant", "stt", "tts", "http"):
             continue
-        fake = farm.add(service.kind, model=(service.models_served or [None])[0])
-        overrides[service.key] = {"url": fake.url}
+        ports[service.key] = sim.run_service(
+            node.name, service.key, service.kind, model=(service.models_served or [None])[0]
+        )
+        overrides[service.key] = {"node": node.name, "port": ports[service.key], "container": service.key}
+    # They load in parallel; the first sweeps must find them up.
+    for key, port in ports.items():
+        sim.wait_listening(port, name=key)
     path = directory / "services-overrides.yaml"
     path.write_text(yaml.safe_dump({"services": overrides}, sort_keys=True))
     settings.SPARKCONTROL["SERVICES_OVERRIDES"] = str(path)
@@ -78,7 +84,6 @@ def demo_services(*, farm: Any, directory: Path) -> Path:
 def demo_start(*, stdout: Any) -> Demo:
     """Start sparksim in the data directory, register it, add simulated catalog entries and fake services."""
     from sparksim import SimCluster
-    from sparksim.fake_services import FakeServiceFarm
 
     directory = Path(settings.DATA_DIR) / "sparksim"
     # SPARKSIM_LAUNCHER_DIR names a spark-vllm-docker checkout: the Sparks then run the real launcher.
@@ -88,11 +93,10 @@ def demo_start(*, stdout: Any) -> Demo:
     serving_clear(reason="the demo started a fresh simulator")
     for model in DEMO_MODELS:
         ModelEntry.objects.get_or_create(key=model["key"], defaults=model)
-    farm = FakeServiceFarm().start()
-    demo_services(farm=farm, directory=directory)
+    demo_services(sim=sim, directory=directory)
     stdout.write(
         f"Demo: simulated Sparks {', '.join(f'{n.name}@127.0.0.1:{n.port}' for n in sim.nodes)}; "
         f"vLLM port {sim.vllm_port}; {sim.launcher_kind} launcher; fake speech, TTS, embeddings and Qdrant services. "
         f'Try the dashboard, or POST /api/swap {{"model": "tiny"}}.'
     )
-    return Demo(sim, farm)
+    return Demo(sim)

@@ -143,12 +143,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.SharedMessageInMemoryChannelLayer"}}
 
 # "swaps": the swap runner alone, so a swap never waits behind other tasks; "webhooks": deliveries; "actions":
-# scheduled actions; "downloads": model downloads; "default": the rest (probe sweeps, load samples). The embedded
-# worker runs a thread per queue; scaled out, give "swaps" a db_worker of its own.
+# scheduled actions; "downloads": model downloads; "services": service restarts (minutes each); "default": the rest
+# (probe sweeps, load samples). The embedded worker runs a thread per queue; scaled out, give "swaps" a db_worker of
+# its own.
 TASKS = {
     "default": {
         "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default", "webhooks", "swaps", "actions", "downloads"],
+        "QUEUES": ["default", "webhooks", "swaps", "actions", "downloads", "services"],
     }
 }
 
@@ -276,3 +277,16 @@ ACTIONS_TICK_SECONDS = env_float("SPARKCONTROL_ACTIONS_TICK_SECONDS", 30.0, mini
 ACTIONS_MISSED_AFTER_SECONDS = env_float("SPARKCONTROL_ACTIONS_MISSED_AFTER_SECONDS", 300.0, minimum=1.0)
 ACTIONS_GATEWAY_URL = env_str("SPARKCONTROL_ACTIONS_GATEWAY_URL", "http://127.0.0.1:9999")
 ACTIONS_WARM_TIMEOUT_SECONDS = env_float("SPARKCONTROL_ACTIONS_WARM_TIMEOUT_SECONDS", 300.0, minimum=1.0)
+
+# --- service restarts and service pages (docs/decisions/0042) -------------------------------------------------------
+# `docker restart --time N`: how long docker waits after SIGTERM before it kills the container.
+SERVICE_RESTART_STOP_SECONDS = env_int("SPARKCONTROL_SERVICE_RESTART_STOP_SECONDS", 10, minimum=0, maximum=600)
+# How long a restarted service may take to pass its probe again before the restart counts as failed.
+SERVICE_RESTART_WAIT_SECONDS = env_float(
+    "SPARKCONTROL_SERVICE_RESTART_WAIT_SECONDS", 300.0, minimum=1.0, maximum=3600.0
+)
+# How much probe history the service pages keep (status-sweep samples; pruned by each sweep).
+SERVICE_HISTORY_HOURS = env_float("SPARKCONTROL_SERVICE_HISTORY_HOURS", 24.0, minimum=1.0, maximum=168.0)
+# Says why a restart of a GPU service must wait (the swap lock is held), or None; the cluster app cannot import
+# the lock's app, so the wiring names it here.
+SERVICE_RESTART_LOCK_CHECK = "coordination.selectors.lock_refusal"

@@ -6,7 +6,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from sparkcontrol import views
+from sparkcontrol import service_pages, views
 from sparkcontrol.api import api
 from sparkcontrol.metrics import metrics_view
 
@@ -17,6 +17,7 @@ admin.site.site_url = "/"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("swaps/<uuid:swap_id>/", views.swap_detail, name="swap-detail"),
+    path("services/<slug:key>/", service_pages.service_detail, name="service-detail"),
     path("login/", views.DashboardLoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),

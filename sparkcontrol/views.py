@@ -20,7 +20,14 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from catalog.api import model_out
 from catalog.selectors import model_list
-from cluster.selectors import service_base_url, service_is_disabled, service_last_probe, service_list
+from cluster.models import SparkHost
+from cluster.selectors import (
+    service_base_url,
+    service_endpoint_extras,
+    service_is_disabled,
+    service_last_probe,
+    service_list,
+)
 from cluster.services import cluster_settings_get
 from coordination.selectors import lock_status, schedule_list
 from swaps.models import STEPS, TERMINAL_STATES, SwapEvent
@@ -57,6 +64,8 @@ def status_view() -> dict[str, Any]:
 def endpoints_view() -> list[dict[str, Any]]:
     """Every service with its disabled flag and last probe: the `GET /api/endpoints` shape."""
     cluster = cluster_settings_get()
+    services = list(service_list())
+    extras = service_endpoint_extras(services=services, hosts=list(SparkHost.objects.filter(enabled=True)))
     return [
         {
             "key": service.key,
@@ -67,8 +76,9 @@ def endpoints_view() -> list[dict[str, Any]]:
             "disabled": service_is_disabled(service=service, cluster=cluster),
             "read_only": service.read_only,
             "probe": service_last_probe(service=service),
+            **extras[service.pk],
         }
-        for service in service_list()
+        for service in services
     ]
 
 
@@ -113,7 +123,10 @@ def dashboard_state(*, request: HttpRequest) -> dict[str, Any]:
         "events": events,
         "steps": [str(step) for step in STEPS],
         "terminal": [str(state) for state in TERMINAL_STATES],
-        "urls": {"swap_detail": reverse("swap-detail", args=["00000000-0000-0000-0000-000000000000"])},
+        "urls": {
+            "swap_detail": reverse("swap-detail", args=["00000000-0000-0000-0000-000000000000"]),
+            "service_detail": reverse("service-detail", args=["SERVICE-KEY"]),
+        },
     }
 
 

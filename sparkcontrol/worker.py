@@ -30,13 +30,15 @@ SWAPS_QUEUE = "swaps"
 WEBHOOKS_QUEUE = "webhooks"
 ACTIONS_QUEUE = "actions"  # scheduled actions: a run may wait minutes for the swap lock or for its swap
 DOWNLOADS_QUEUE = "downloads"  # model downloads: each may run for an hour
+SERVICES_QUEUE = "services"  # service restarts: each waits for the service's probe to pass again
 # One thread per entry: (queues it takes, queues it leaves alone). The last one takes any other queue.
 EMBEDDED_QUEUES: list[tuple[list[str], list[str]]] = [
     ([SWAPS_QUEUE], []),
     ([WEBHOOKS_QUEUE], []),
     ([ACTIONS_QUEUE], []),
     ([DOWNLOADS_QUEUE], []),
-    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE, ACTIONS_QUEUE, DOWNLOADS_QUEUE]),
+    ([SERVICES_QUEUE], []),
+    (["*"], [SWAPS_QUEUE, WEBHOOKS_QUEUE, ACTIONS_QUEUE, DOWNLOADS_QUEUE, SERVICES_QUEUE]),
 ]
 
 

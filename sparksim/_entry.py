@@ -14,6 +14,7 @@ from sparksim.common import Node
 PROGRAMS = {
     "docker": "sparksim.fake_docker",
     "vllm": "sparksim.fake_vllm",
+    "sparksim-service": "sparksim.fake_services:container_main",
     "launch-cluster.sh": "sparksim.fake_launcher",
     "ssh": "sparksim.node_tools:ssh_main",
     "scp": "sparksim.node_tools:scp_main",

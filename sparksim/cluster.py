@@ -14,7 +14,8 @@ Layout under ``root``::
 variable ``SPARKSIM_LAUNCHER_DIR``) a copy of that checkout of the real spark-vllm-docker (without
 ``.git``). Either way ``bin/`` holds what the real script calls on a Spark: ``docker``, ``ssh`` and ``scp``
 to the other nodes by cluster IP, ``ip``, ``ibdev2netdev``, ``nc``, ``nvidia-smi`` (see
-:mod:`sparksim.node_tools`); ``python3`` is the host's.
+:mod:`sparksim.node_tools`); ``python3`` is the host's. ``sparksim-service`` is a fake speech, TTS, embeddings,
+Qdrant or vLLM server to run as a container (:meth:`SimCluster.run_service`).
 
 Each sshd gives sessions a node-specific environment through ``environment=`` options in its own
 authorized_keys file, so ``$HOME`` is the node directory and ``PATH`` starts with the node's ``bin``.
@@ -24,6 +25,7 @@ uses that marker to leave no process behind.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -597,7 +599,8 @@ class SimCluster:
         for sub in ("bin", "containers", ".cache/huggingface/hub", "sshd", *LAUNCHER_CACHE_DIRS):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
         parent = package_parent()
-        programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), *self._install_launcher(node)]
+        programs = [("docker", "bin/docker"), ("vllm", "bin/vllm"), ("sparksim-service", "bin/sparksim-service")]
+        programs += self._install_launcher(node)
         programs += [(tool, f"bin/{tool}") for tool in NODE_TOOLS]
         for prog, path in programs:
             text = WRAPPER.format(
@@ -863,6 +866,59 @@ class SimCluster:
             return ""
         # Lines end at newlines only, as in docker's log: a tqdm bar's carriage returns stay inside its line.
         return "".join(line.partition(" ")[2] + "\n" for line in raw.split("\n") if line)
+
+    def run_service(
+        self,
+        node_name: str,
+        container: str,
+        kind: str,
+        *,
+        port: int | None = None,
+        mode: str = "ok",
+        start_seconds: float | None = None,
+        model: str | None = None,
+        image: str = "sim/service",
+        wait: bool = False,
+    ) -> int:
+        """Run a fake service (see :func:`sparksim.fake_services.container_main`) as a container on a node, the way
+        speech, TTS, embeddings or Qdrant run on a Spark; ``docker stop|start|restart`` act on it. Returns its port
+        (it listens once its start-up delay has passed; with ``wait`` this returns only then). A container of that
+        name left by an earlier run is removed."""
+        node = self.node(node_name)
+        port = port or free_port()
+        docker = os.path.join(node.dir, "bin", "docker")
+        subprocess.run([docker, "rm", "-f", container], env=node.env, capture_output=True, timeout=60, check=False)
+        self.set_image(node.name, image, "sha256:" + hashlib.sha256(image.encode()).hexdigest())
+        argv = [
+            os.path.join(node.dir, "bin", "docker"),
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--restart",
+            "unless-stopped",
+        ]
+        argv += [image, "sparksim-service", kind, "--port", str(port), "--mode", mode]
+        if start_seconds is not None:
+            argv += ["--start-seconds", str(start_seconds)]
+        done = subprocess.run(argv, env=node.env, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker run {container} failed ({done.returncode}): {done.stderr.strip()}")
+        if wait:
+            self.wait_listening(port, name=container)
+        return port
+
+    def wait_listening(self, port: int, *, name: str = "the service", timeout: float = 60.0) -> None:
+        """Return once 127.0.0.1:port accepts connections (a fake service finished loading)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:g} s") from None
+                time.sleep(0.05)
 
     def mem_available_kb(self, node_name: str) -> int | None:
         return meminfo.read_available_kb(self.node(node_name).meminfo_path)

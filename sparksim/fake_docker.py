@@ -1,7 +1,7 @@
 """A fake ``docker`` CLI for one simulated node, with container state under ``<node>/containers/``.
 
-Supported: ``run``, ``ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``inspect``, ``exec``, ``cp``, ``top``,
-``images``, ``image inspect``, ``version``. A container is a directory ``containers/<name>/`` holding
+Supported: ``run``, ``ps``, ``logs``, ``stop``, ``start``, ``restart``, ``kill``, ``rm``, ``inspect``, ``exec``,
+``cp``, ``top``, ``images``, ``image inspect``, ``version``. A container is a directory ``containers/<name>/`` holding
 ``state.json``, a FIFO ``stdout`` (what ``/proc/1/fd/1`` means inside the container), the log
 ``log`` (one ``<unix time> <line>`` per line, so ``--since`` works), ``pgids`` (the process
 groups started by ``docker exec``) and ``rootfs/`` (the container's own files).
@@ -365,6 +365,50 @@ _NOUN = ("turing", "hopper", "lovelace", "knuth", "ritchie", "curie", "noether",
 # ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
+def _start_shim(node: Node, name: str, env: dict[str, str], *, error_code: int) -> None:
+    """Spawn the container's supervisor and wait until it runs the command (status ``running``)."""
+    cdir = _cdir(node, name)
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from sparksim.fake_docker import shim_main; "
+            "shim_main(sys.argv[2], sys.argv[3])",
+            package_parent(),
+            node.dir,
+            name,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+        close_fds=True,
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        current = _load_state(cdir)
+        if current is None:
+            raise DockerError(f"docker: {DAEMON_ERR} container {name} exited during start", error_code)
+        if current.get("status") == "running":
+            break
+        if current.get("status") == "failed":
+            if error_code == 125:
+                shutil.rmtree(cdir, ignore_errors=True)
+            raise DockerError(current.get("error", f"docker: {DAEMON_ERR} failed to start container"), 127)
+        time.sleep(0.005)
+    else:
+        raise DockerError(f"docker: {DAEMON_ERR} timed out starting container {name}", error_code)
+    try:
+        from sparksim import meminfo
+
+        meminfo.set_usage(node, current["id"], 0.5)
+    except OSError:
+        pass
+
+
 def cmd_run(node: Node, args: list[str]) -> int:
     opts, rest = _split_opts(args, RUN_VALUE_OPTS, RUN_FLAG_OPTS, "run")
     if not rest:
@@ -493,44 +537,7 @@ def cmd_run(node: Node, args: list[str]) -> int:
     os.mkfifo(os.path.join(cdir, "stdout"), 0o666)
     open(os.path.join(cdir, "log"), "a").close()
     open(os.path.join(cdir, "pgids"), "a").close()
-    subprocess.Popen(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); from sparksim.fake_docker import shim_main; "
-            "shim_main(sys.argv[2], sys.argv[3])",
-            package_parent(),
-            node.dir,
-            name,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
-        close_fds=True,
-    )
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        current = _load_state(cdir)
-        if current is None:
-            raise DockerError(f"docker: {DAEMON_ERR} container {name} exited during start", 125)
-        if current.get("status") == "running":
-            break
-        if current.get("status") == "failed":
-            shutil.rmtree(cdir, ignore_errors=True)
-            raise DockerError(current.get("error", f"docker: {DAEMON_ERR} failed to start container"), 127)
-        time.sleep(0.005)
-    else:
-        raise DockerError(f"docker: {DAEMON_ERR} timed out starting container {name}", 125)
-    try:
-        from sparksim import meminfo
-
-        meminfo.set_usage(node, cid, 0.5)
-    except OSError:
-        pass
+    _start_shim(node, name, env, error_code=125)
     if detach:
         print(cid, flush=True)
         return 0
@@ -865,6 +872,81 @@ def cmd_stop(node: Node, args: list[str], sig: int = signal.SIGTERM, verb: str =
         return True
 
     return _each_container(node, names, stop)
+
+
+def _start_stopped(node: Node, state: dict) -> None:
+    """Run a stopped container's command again (same id, name, log and files), as ``docker start`` does."""
+    cdir = _cdir(node, state["name"])
+    # Not "created": a container stuck in that state is cleaned up; this one keeps its creation time.
+    state.update(status="restarting", shim_pid=None, pgid=None, started_at=None)
+    state.pop("exit_code", None)
+    state.pop("finished_at", None)
+    _save_state(cdir, state)
+    with open(os.path.join(cdir, "pgids"), "w"):
+        pass
+    _start_shim(node, state["name"], state["env"], error_code=1)
+
+
+def cmd_start(node: Node, args: list[str]) -> int:
+    """``docker start NAME...``: a running container is left as it is; each name is printed once started."""
+    _opts, names = _split_opts(args, set(), {"-a", "--attach", "-i", "--interactive"}, "start")
+    if not names:
+        raise DockerError("\"docker start\" requires at least 1 argument.\nSee 'docker start --help'.", 1)
+    rc = 0
+    for ref in names:
+        state = find_container(node, ref)
+        if state is None:
+            eprint(f"{DAEMON_ERR} No such container: {ref}")
+            rc = 1
+            continue
+        if state.get("status") != "running":
+            try:
+                _start_stopped(node, state)
+            except DockerError as exc:
+                eprint(exc.message)
+                rc = 1
+                continue
+        print(ref, flush=True)
+    if rc:
+        eprint("Error: failed to start containers: " + ", ".join(names))
+    return rc
+
+
+def cmd_restart(node: Node, args: list[str]) -> int:
+    """``docker restart [-t SECONDS] NAME...``: stop (SIGTERM, then SIGKILL after the grace period), then start.
+
+    Unlike ``stop``, a restart never removes an ``--rm`` container: docker does not auto-remove on a restart.
+    """
+    opts, names = _split_opts(args, {"-t", "--time", "-s", "--signal"}, set(), "restart")
+    timeout = 10.0
+    for key, value in opts:
+        if key in ("-t", "--time"):
+            timeout = float(value)
+    if not names:
+        raise DockerError("\"docker restart\" requires at least 1 argument.\nSee 'docker restart --help'.", 1)
+    timeout = min(timeout, 3.0)
+    rc = 0
+    for ref in names:
+        state = find_container(node, ref)
+        if state is None:
+            eprint(f"{DAEMON_ERR} No such container: {ref}")
+            rc = 1
+            continue
+        cdir = _cdir(node, state["name"])
+        if state.get("status") == "running":
+            kill_container_processes(state, cdir, timeout)
+            current = _load_state(cdir) or state
+            current.update(status="exited", finished_at=time.time(), exit_code=143)
+            _save_state(cdir, current)
+            state = current
+        try:
+            _start_stopped(node, state)
+        except DockerError as exc:
+            eprint(f"{DAEMON_ERR} Cannot restart container {ref}: {exc.message}")
+            rc = 1
+            continue
+        print(ref, flush=True)
+    return rc
 
 
 def cmd_rm(node: Node, args: list[str]) -> int:
@@ -1438,6 +1520,8 @@ COMMANDS = {
     "ps": cmd_ps,
     "logs": cmd_logs,
     "stop": cmd_stop,
+    "start": cmd_start,
+    "restart": cmd_restart,
     "rm": cmd_rm,
     "inspect": cmd_inspect,
     "image": cmd_image,
@@ -1457,7 +1541,7 @@ def main(node: Node, argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(
             "Usage:  docker [OPTIONS] COMMAND\n\nA self-sufficient runtime for containers (simulated)\n\n"
-            "Commands:\n  run, exec, ps, logs, stop, kill, rm, inspect, cp, top, images, image, version"
+            "Commands:\n  run, exec, ps, logs, stop, start, restart, kill, rm, inspect, cp, top, images, image, version"
         )
         return 0
     handler = COMMANDS.get(argv[0])

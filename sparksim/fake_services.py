@@ -31,7 +31,9 @@ Modes:
 - ``wedged``: health paths and ``/v1/models`` are fine, real work (any ``POST``, Qdrant's ``/collections``) never
   finishes; a vllm's ``/metrics`` shows a request running while the generated-token counter stays frozen.
 
-All servers share one asyncio loop in one daemon thread, so a farm of hundreds is cheap.
+All servers share one asyncio loop in one daemon thread, so a farm of hundreds is cheap. On a simulated node a
+fake service can also run as a container's command (``sparksim-service``, see :func:`container_main` and
+``SimCluster.run_service``), so the fake docker stops, starts and restarts it like a real one.
 ``python -m sparksim.fake_services vllm:ok qdrant:hang ...`` runs a farm from the command line.
 This module imports nothing from the apps.
 """
@@ -388,10 +390,13 @@ class FakeServiceFarm:
             self._thread.join(timeout=10)
         loop.close()
 
-    def add(self, kind: str, mode: str = "ok", *, model: str | None = None, status: int = 200) -> FakeService:
-        """Start one fake service of `kind` in `mode` on a free port and return it."""
+    def add(
+        self, kind: str, mode: str = "ok", *, model: str | None = None, status: int = 200, port: int = 0
+    ) -> FakeService:
+        """Start one fake service of `kind` in `mode` on `port` (default: a free one) and return it."""
         self.start()
         service = FakeService(self, kind, mode, DEFAULT_MODELS[kind] if model is None else model, status)
+        service.port = port
         self._call(service._bind())
         self.services.append(service)
         return service
@@ -483,6 +488,42 @@ def _json_body(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+START_SECONDS_KNOB = "SPARKSIM_SERVICE_START_SECONDS"
+DEFAULT_START_SECONDS = 2.0
+
+
+def container_main(node: Any, argv: list[str]) -> int:
+    """One fake service as a container's command (``sparksim-service KIND [--port N] [--mode M] [--model NAME]
+    [--start-seconds S]``), so the fake docker can stop, start and restart it.
+
+    Like a real model server it loads first and only then listens: for ``--start-seconds`` (default the node
+    setting SPARKSIM_SERVICE_START_SECONDS, else 2 s) its port refuses connections. SIGTERM ends it at once.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="sparksim-service")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--model")
+    parser.add_argument("--start-seconds", type=float)
+    args = parser.parse_args(argv)
+    start_seconds = args.start_seconds
+    if start_seconds is None:
+        start_seconds = node.float_setting(START_SECONDS_KNOB, None, DEFAULT_START_SECONDS)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"loading {args.kind} service ({start_seconds:g} s)", flush=True)
+    if stop.wait(max(0.0, start_seconds)):
+        return 0
+    with FakeServiceFarm() as farm:
+        service = farm.add(args.kind, args.mode, model=args.model, port=args.port)
+        print(f"{service.kind} listening on {service.url}", flush=True)
+        stop.wait()
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -644,6 +644,9 @@ function renderTiles() {
       );
     });
   fill(panels.tiles, tiles.length ? tiles : h("p", { class: "muted", text: "No services." }));
+  // services.js adds the service links, restart buttons and restart states.
+  const detail = { tiles: panels.tiles, endpoints: state.endpoints, user: state.user, urls: initial.urls };
+  document.dispatchEvent(new CustomEvent("sparkcontrol:tiles", { detail }));
 }
 
 // The head vLLM's tile reads what is meant to run (vllmStatus), so it follows the swap as well as the probes.

@@ -147,7 +147,7 @@ def test_waiting_for_the_lock_gives_up_after_the_wait(topology, model_factory, m
     lock_release(token=grant.token, force=False, actor="ops")
 
 
-def test_restart_fails_clearly_until_restarts_exist(db):
+def test_a_restart_the_cluster_refuses_fails_with_its_reason(db):
     from cluster.models import Service
 
     Service.objects.get_or_create(key="parakeet", defaults={"name": "Parakeet", "kind": "http", "port": 8000})
@@ -155,7 +155,8 @@ def test_restart_fails_clearly_until_restarts_exist(db):
         data={"name": "restart-asr", "cron": "0 4 * * *", "action": "restart", "service": "parakeet"}, actor="t"
     )
     run = action_run_execute(run_id=action_run_now(action=action, actor="test").id)
-    assert run.outcome == RunOutcome.FAILED and run.detail.startswith("restart is not available")
+    assert run.outcome == RunOutcome.FAILED and run.detail.startswith("restart refused:")
+    assert "container" in run.detail, run.detail
 
 
 def test_a_sweep_action_runs_the_sweep_and_keeps_its_counts(topology):
