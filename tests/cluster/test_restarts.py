@@ -4,6 +4,7 @@ really stops listening and comes back after its start-up delay)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -216,7 +217,7 @@ def _dashboard_messages(channel: str) -> list[dict]:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=0.2)
             except TimeoutError:
                 return
-            messages.append(message["message"])
+            messages.append(json.loads(message["text"]))
 
     async_to_sync(drain)()
     return messages
