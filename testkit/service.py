@@ -37,6 +37,7 @@ LOG_TAIL = 4000
 RESULT_MARK = "@@RESULT@@"
 
 _running: list[Service] = []
+_created: list[Service] = []
 
 
 class ServiceError(RuntimeError):
@@ -61,8 +62,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def running() -> list[Service]:
-    """The services started and not yet stopped (the pytest plugin shows their logs when a test fails)."""
+    """The services started and not yet stopped."""
     return list(_running)
+
+
+def created_count() -> int:
+    """How many services this process has made so far (a mark for `created_since`)."""
+    return len(_created)
+
+
+def created_since(mark: int) -> list[Service]:
+    """The services made after `created_count()` returned `mark`, stopped or not."""
+    return _created[mark:]
 
 
 @dataclass
@@ -201,6 +212,7 @@ class Service:
         )
         self.env.update(env or {})
         _running.append(self)
+        _created.append(self)
 
     # --- the simulator ----------------------------------------------------------------------------------------
     def simulate(self, **options: Any) -> Any:
