@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from testkit.gateway import Deployment, client, swap_to
+from testkit.api import client, swap_to
+from testkit.gateway import Deployment
 from testkit.service import Process
 
 MODELS = ["alpha", "beta", "gamma"]

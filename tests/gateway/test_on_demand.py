@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from testkit.gateway import swap_start, swap_wait
+from testkit.api import swap_start, swap_wait
 from tests.gateway.conftest import serving
 
 pytestmark = pytest.mark.integration

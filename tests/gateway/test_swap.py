@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from testkit.gateway import swap_start, swap_wait
+from testkit.api import swap_start, swap_wait
 from tests.gateway.conftest import serving, wait_until
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from sparksim.cluster import find_sim_processes
+from testkit.api import swap_wait
 from testkit.service import Service
-from tests.integration.test_swap_restart import wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_demo_serves_swaps_and_stops_cleanly(tmp_path):
         token = service.token("demo", "operate")
         client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
         swap_id = client.post("/api/swap", json={"model": "tiny"}).json()["id"]
-        swap = wait_state(client, swap_id, {"ready", "failed"}, timeout=60)
+        swap = swap_wait(client, swap_id, states={"ready", "failed"}, timeout=60)
         assert swap["state"] == "ready", swap["error"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import pytest
 
+from testkit.api import swap_wait
 from testkit.service import Service
 
 pytestmark = pytest.mark.integration
-
-
-def wait_state(client: httpx.Client, swap_id: str, states: set[str], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        swap = client.get(f"/api/swap/{swap_id}").json()
-        if swap["state"] in states:
-            return swap
-        time.sleep(0.1)
-    raise AssertionError(f"swap never reached {states}: {swap}")
 
 
 def test_killed_worker_leaves_an_interrupted_swap_and_the_next_swap_works(sim, tmp_path):
@@ -43,14 +33,14 @@ def test_killed_worker_leaves_an_interrupted_swap_and_the_next_swap_works(sim, t
         server = service.serve()
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as client:
             swap_id = client.post("/api/swap", json={"model": "slow"}).json()["id"]
-            wait_state(client, swap_id, {"loading"}, timeout=30)
+            swap_wait(client, swap_id, states={"loading"}, timeout=30)
             os.killpg(server.pid, signal.SIGKILL)
             server.process.wait(timeout=10)
             sim.set_load_seconds(0.5)
             service.serve(port=server.port)
-            swap = wait_state(client, swap_id, {"interrupted"}, timeout=30)
+            swap = swap_wait(client, swap_id, states={"interrupted"}, timeout=30)
             assert "is gone" in swap["error"], swap["error"]  # the restart knows its predecessor's worker died
             assert client.get("/api/status").json()["active_swap"] is None
             next_id = client.post("/api/swap", json={"model": "slow"}).json()["id"]
-            swap = wait_state(client, next_id, {"ready", "failed"}, timeout=60)
+            swap = swap_wait(client, next_id, states={"ready", "failed"}, timeout=60)
             assert swap["state"] == "ready", swap["error"]

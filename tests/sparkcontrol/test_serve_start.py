@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from sparksim.cluster import find_sim_processes
+from testkit.api import swap_wait
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -152,17 +153,6 @@ def test_a_second_serve_on_the_same_data_directory_is_refused(tmp_path):
         again.stop()
 
 
-def _wait_swap(client: httpx.Client, swap_id: str, states: set[str], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    swap: dict = {}
-    while time.monotonic() < deadline:
-        swap = client.get(f"/api/swap/{swap_id}").json()
-        if swap["state"] in states:
-            return swap
-        time.sleep(0.1)
-    raise AssertionError(f"swap never reached {states}: {swap}")
-
-
 def test_demo_restarts_after_kill_9(tmp_path):
     """A clean restart forgets what the old simulator served; after `kill -9` nothing of the simulator is left, and
     the restarted service marks the killed swap interrupted at once."""
@@ -177,7 +167,7 @@ def test_demo_restarts_after_kill_9(tmp_path):
         token = _manage(env, "apitoken", "create", "restart", "--scope", "operate").strip().splitlines()[-1]
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
         swap_id = client.post("/api/swap", json={"model": "tiny"}).json()["id"]
-        assert _wait_swap(client, swap_id, {"ready", "failed"}, timeout=60)["state"] == "ready"
+        assert swap_wait(client, swap_id, states={"ready", "failed"}, timeout=60)["state"] == "ready"
         assert client.get("/api/status").json()["serving"]["model"] == "tiny"
     finally:
         served.stop()
@@ -187,7 +177,7 @@ def test_demo_restarts_after_kill_9(tmp_path):
         assert client.get("/api/status").json()["serving"]["model"] is None
         (Path(sim_root) / "load_seconds").write_text("120\n")
         swap_id = client.post("/api/swap", json={"model": "tiny"}).json()["id"]
-        _wait_swap(client, swap_id, {"loading"}, timeout=60)
+        swap_wait(client, swap_id, states={"loading"}, timeout=60)
         os.kill(served.process.pid, signal.SIGKILL)
         served.process.wait(timeout=10)
         deadline = time.monotonic() + 10
