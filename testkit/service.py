@@ -240,9 +240,11 @@ class Service:
     def env_of(self, name: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**self.env, "SPARKCONTROL_DATA_DIR": str(self.data_dir_of(name)), **dict(env or {})}
 
-    def python(self, argv: Sequence[str], *, timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
-        """Run Python with `argv` against the installation (from the repository root); its stdout."""
-        done = subprocess.run(
+    def completed(
+        self, argv: Sequence[str], *, timeout: float = 120, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run Python with `argv` against the installation (from the repository root), whatever its exit status."""
+        return subprocess.run(
             [PYTHON, *argv],
             cwd=REPO,
             env=self.env_of("manage", env),
@@ -251,6 +253,10 @@ class Service:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+
+    def python(self, argv: Sequence[str], *, timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
+        """Run Python with `argv` against the installation; its stdout (`ServiceError` when it fails)."""
+        done = self.completed(argv, timeout=timeout, env=env)
         if done.returncode != 0:
             raise ServiceError(f"python {' '.join(argv)[:200]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return done.stdout
