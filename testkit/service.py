@@ -191,7 +191,6 @@ class Service:
         env: Mapping[str, str] | None = None,
         data_dir: Path | None = None,
         data_dir_per_process: bool = False,
-        sim: Any = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +199,7 @@ class Service:
         self.data_dir = Path(data_dir) if data_dir is not None else self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir_per_process = data_dir_per_process
-        self.sim = sim
+        self.sim: Any = None  # the simulator `simulate()` started
         self.procs: dict[str, Process] = {}
         self._stops: list[Callable[[], Any]] = []
         self.env = clean_env(
