@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, Child, clean_env, free_port, spawn, summary, wait_port
+from bench.common import PYTHON, summary, wait_port
 from bench.net import HttpConnection, LoadResult, Recorder, build_request, closed_loop, get_steps, open_loop
+from testkit.service import Process, clean_env, free_port, spawn
 
 CLIENTS = 64
 LOCK_OK = {200, 201, 204, 423}
@@ -129,7 +130,7 @@ def double_grants(since_id: int) -> int:
 
 def start_asgi(
     name: str, app: str, *, server: str, log_dir: Path, settings: str | None = None, workdir: Path | None = None
-) -> tuple[Child, int]:
+) -> tuple[Process, int]:
     """Serve an ASGI app alone (daphne or uvicorn) on a free loopback port."""
     port = free_port()
     env = clean_env(BENCH_BASELINE_DIR=str(workdir or log_dir))

@@ -1,16 +1,14 @@
-"""Small shared pieces of the harness: statistics, free ports, child processes, resident memory."""
+"""Small shared pieces of the harness: statistics, ports, resident memory and CPU time, the machine."""
 
 from __future__ import annotations
 
 import math
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +38,6 @@ def summary(values: list[float]) -> dict[str, Any]:
         "min": min(values) if values else math.nan,
         "max": max(values) if values else math.nan,
     }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, *, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -154,70 +146,3 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_before": [round(value, 2) for value in load],
     }
-
-
-@dataclass
-class Child:
-    """A process the harness started (own session, output in a log file); stopped by its own id."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self, tail: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=5)
-
-
-def spawn(name: str, argv: list[str], *, env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Child:
-    """Start a child in its own session with stdout and stderr going to `<log_dir>/<name>.log`."""
-    log = log_dir / f"{name}.log"
-    handle = log.open("ab")
-    try:
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    finally:
-        handle.close()
-    return Child(name=name, process=process, log=log)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without anything that would point a child at another database or Redis."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DATABASE_", "REDIS_", "SPARKCONTROL_", "DJANGO_SETTINGS_MODULE", "SPARKSIM_"))
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env

@@ -115,7 +115,8 @@ def run(*, streams: int = 64, seconds: float = 10.0, tokens: int = 32, rounds: i
     import httpx
 
     from sparksim import SimCluster
-    from tests.gateway.harness import Deployment, client, swap_to
+    from testkit.api import client, swap_to
+    from testkit.gateway import Deployment
 
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     results: dict[str, list[dict]] = {"direct": [], "gateway-aiohttp": [], "gateway-httpx": []}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import PYTHON, ROOT, Child, clean_env, free_port, spawn, tree_rss_kib, wait_port
+from bench.common import tree_rss_kib
+from testkit.service import Process, Service
 
 MODEL_2NODE = "bench-2node"
 MODEL_1NODE = "bench-1node"
@@ -26,36 +26,46 @@ MODEL_1NODE = "bench-1node"
 
 @dataclass
 class Harness:
-    """One run's set-up; `close()` stops everything it started."""
+    """One run's set-up (a `testkit` service with the simulator it started); `close()` stops everything."""
 
     workdir: Path
     load_seconds: float = 2.0
     serve_args: list[str] = field(default_factory=list)
-    sim: Any = None
-    service: Child | None = None
-    port: int = 0
+    service: Process | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     session_cookie: str = ""
-    env: dict[str, str] = field(default_factory=dict)
     _own_workdir: bool = False
     _client: httpx.Client | None = None
+
+    def __post_init__(self) -> None:
+        self.installation = Service(self.workdir, env={"SPARKCONTROL_ADMIN_PASSWORD": "bench-admin-password"})
 
     @classmethod
     def create(cls, *, workdir: str | None, load_seconds: float, serve_args: list[str]) -> Harness:
         own = workdir is None
         path = Path(workdir or tempfile.mkdtemp(prefix="sparkcontrol-bench-")).resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        harness = cls(workdir=path, load_seconds=load_seconds, serve_args=serve_args, _own_workdir=own)
-        harness.logs.mkdir(exist_ok=True)
-        return harness
+        return cls(workdir=path, load_seconds=load_seconds, serve_args=serve_args, _own_workdir=own)
 
     @property
     def logs(self) -> Path:
-        return self.workdir / "logs"
+        return self.installation.logs_dir
 
     @property
     def data_dir(self) -> Path:
-        return self.workdir / "data"
+        return self.installation.data_dir
+
+    @property
+    def sim(self) -> Any:
+        return self.installation.sim
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.installation.env
+
+    @property
+    def port(self) -> int:
+        assert self.service is not None and self.service.port is not None
+        return self.service.port
 
     @property
     def url(self) -> str:
@@ -63,19 +73,8 @@ class Harness:
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def start(self) -> Harness:
-        from sparksim import SimCluster
-
-        self.sim = SimCluster(root=self.workdir / "sim", nodes=2, load_seconds=self.load_seconds).start()
-        self.data_dir.mkdir(exist_ok=True)
-        self.env = clean_env(
-            DJANGO_SETTINGS_MODULE="sparkcontrol.settings",
-            SPARKCONTROL_DATA_DIR=str(self.data_dir),
-            SPARKCONTROL_ENV_FILE=str(self.workdir / "no.env"),
-            SPARKCONTROL_ADMIN_PASSWORD="bench-admin-password",
-        )
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=self.env, check=True, capture_output=True
-        )
+        self.installation.simulate(nodes=2, load_seconds=self.load_seconds)
+        self.installation.manage("migrate", "-v", "0")
         self._django_setup()
         self._topology()
         self.start_service()
@@ -117,26 +116,8 @@ class Harness:
         self.session_cookie = f"sessionid={client.cookies['sessionid'].value}"
 
     def start_service(self, *, serve_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
         args = self.serve_args if serve_args is None else serve_args
-        argv = [PYTHON, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.service = spawn(f"serve-{self.port}", argv, env={**self.env, **(env or {})}, log_dir=self.logs)
-        try:
-            wait_port(self.port, timeout=90, process=self.service.process)
-            self.wait_healthy()
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n{self.service.output()}") from exc
-
-    def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.client.get(f"{self.url}/api/health", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the service did not answer /api/health")
+        self.service = self.installation.serve("serve", args=args, env=env)
 
     def restart_service(self, *, serve_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         if self.service is not None:
@@ -162,15 +143,14 @@ class Harness:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-        if self.service is not None:
-            self.service.stop()
-        if self.sim is not None:
-            self.sim.stop()
         try:
-            from django.db import connections
+            self.installation.stop()
+        finally:
+            try:
+                from django.db import connections
 
-            connections.close_all()
-        except Exception:  # noqa: BLE001 - Django may never have been set up
-            pass
-        if self._own_workdir and not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+                connections.close_all()
+            except Exception:  # noqa: BLE001 - Django may never have been set up
+                pass
+            if self._own_workdir and not os.environ.get("BENCH_KEEP"):
+                shutil.rmtree(self.workdir, ignore_errors=True)

@@ -163,7 +163,8 @@ def start_redis(log_dir: Path) -> tuple[Any, str] | None:
     """A private redis-server on a free loopback port (no persistence), or None when it is not installed."""
     import shutil
 
-    from bench.common import clean_env, free_port, spawn, wait_port
+    from bench.common import wait_port
+    from testkit.service import clean_env, free_port, spawn
 
     binary = shutil.which("redis-server")
     if binary is None:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, clean_env, summary
+from bench.common import PYTHON, ROOT, summary
+from testkit.service import clean_env
 
 T = 1.0
 KINDS = ["vllm", "embeddings", "qdrant", "stt", "tts", "http"]

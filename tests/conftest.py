@@ -12,6 +12,8 @@ from django.test import Client
 from accounts.tokens import apitoken_create
 from catalog.models import ModelEntry
 
+pytest_plugins = ["testkit.pytest_plugin"]  # a failing test shows the logs of the services it ran
+
 
 class ApiClient:
     """A thin JSON client over Django's test client, with an optional bearer token."""

@@ -48,7 +48,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, sim: Any) -> Iterator[Serve
         yield running.start()
     finally:
         running.stop()
-        sim.stop_containers()
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,6 @@ without a worker, and a separate `manage.py db_worker` process.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +13,8 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from testkit.service import Service
+
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "browser-admin-pw-4c1e"
 OPERATOR_USER = "operator"
@@ -36,41 +31,21 @@ CHROMIUM_ARGS = [
 TERMINAL = {"ready", "failed", "cancelled", "interrupted"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
-    """One Spark Control installation under test: its processes, data directory, tokens and sparksim."""
+    """One Spark Control installation under test (a `testkit` service): tokens, users and catalog of its own."""
 
     tmp: Path
     sim: Any
     extra_env: dict[str, str] = field(default_factory=dict)
     worker_process: bool = False  # True: `serve --no-worker` plus a separate `manage.py db_worker`
-    port: int = field(default_factory=free_port)
-    env: dict[str, str] = field(default_factory=dict)
-    processes: list[subprocess.Popen] = field(default_factory=list)
     operate_token: str = ""
     admin_token: str = ""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    # --- set-up -------------------------------------------------------------------------------------------------
-    def start(self) -> Server:
-        data = self.tmp / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SPARKCONTROL_"))}
-        self.env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "sparkcontrol.settings",
-                "PYTHONUNBUFFERED": "1",
-                "SPARKCONTROL_ENV_FILE": str(self.tmp / "no.env"),
-                "SPARKCONTROL_DATA_DIR": str(data),
+    def __post_init__(self) -> None:
+        self.service = Service(
+            self.tmp,
+            env={
                 "SPARKCONTROL_ADMIN_USER": ADMIN_USER,
                 "SPARKCONTROL_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "SPARKCONTROL_WORKER_INTERVAL": "0.2",
@@ -78,9 +53,17 @@ class Server:
                 "LOCAL_MODEL_ROOTS": f"{self.sim.root}/models",
                 "HF_TOKEN": "",
                 **self.extra_env,
-            }
+            },
         )
-        self.manage("migrate", "-v", "0")
+        self.service.on_stop(self.sim.stop_containers)
+
+    @property
+    def url(self) -> str:
+        return self.service.procs["web"].url
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+    def start(self) -> Server:
+        self.service.manage("migrate", "-v", "0")
         local_path = self.sim.make_local_model("local-llama")
         self.run(
             f"""
@@ -111,87 +94,25 @@ class Server:
                 entry.save()
             """
         )
-        self.operate_token = self.token("browser-operate", "operate")
-        self.admin_token = self.token("browser-admin", "admin")
-        serve = ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.operate_token = self.service.token("browser-operate", "operate")
+        self.admin_token = self.service.token("browser-admin", "admin")
         if self.worker_process:
-            self.spawn("web", [*serve, "--no-worker"])
-            self.spawn(
-                "worker", ["manage.py", "db_worker", "--queue-name", "*", "--interval", "0.2", "--no-startup-delay"]
-            )
+            web = self.service.serve("web", worker=False, wait=False)
+            self.service.wait_ready(web, self.service.db_worker("worker", wait=False))
         else:
-            self.spawn("web", serve)
-        self.wait_ready()
+            self.service.serve("web")
         return self
-
-    def manage(self, *argv: str, timeout: float = 120) -> str:
-        argv_full = [sys.executable, "manage.py", *argv]
-        done = subprocess.run(argv_full, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"manage.py {' '.join(argv)} failed:\n{done.stderr[-3000:]}"
-        return done.stdout
 
     def run(self, code: str, timeout: float = 120) -> None:
         """Run Django code in a fresh process against this installation's database."""
-        script = "import django, json\ndjango.setup()\n" + textwrap.dedent(code)
-        done = subprocess.run(
-            [sys.executable, "-c", script], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    def token(self, name: str, scope: str) -> str:
-        """`manage.py apitoken create` prints the token alone on its last line."""
-        return self.manage("apitoken", "create", name, "--scope", scope).strip().splitlines()[-1]
-
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = (self.tmp / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped as a whole, nothing left behind
-        )
-        log.close()
-        self.processes.append(process)
-        return process
+        self.service.run(code, timeout=timeout)
 
     def output(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.tmp.glob("*.log"))
-        )
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for process in self.processes:
-                assert process.poll() is None, f"a server process exited:\n{self.output()}"
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not come up:\n{self.output()}"
-            time.sleep(0.1)
-        if self.worker_process:
-            while "Starting worker" not in (self.tmp / "worker.log").read_text(errors="replace"):
-                assert self.processes[-1].poll() is None, f"the worker exited:\n{self.output()}"
-                assert time.monotonic() < deadline, f"the worker did not start:\n{self.output()}"
-                time.sleep(0.1)
+        return self.service.logs()
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        """Stop the processes and the simulator's containers."""
+        self.service.stop()
 
     # --- the API, as automation uses it -----------------------------------------------------------------------
     def api(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> httpx.Response:

@@ -60,7 +60,6 @@ def scaled(tmp_path_factory: pytest.TempPathFactory, sim: Any) -> Iterator[Serve
         yield running.start()
     finally:
         running.stop()
-        sim.stop_containers()
         if not os.environ.get("SPARKCONTROL_TEST_REDIS_URL"):
             redis.Redis.from_url(url).flushdb()
 
@@ -90,8 +89,8 @@ def test_a_swap_run_by_a_separate_worker_streams_to_the_page_through_redis(page,
     wait_log_matches(page, scaled, swap_id)
     assert page.locator("#now-serving .serving-key").inner_text() == "tiny"
     # The web process has no worker: the swap ran in the db_worker process.
-    assert "embedded task worker" not in (scaled.tmp / "web.log").read_text()
-    assert "swaps.tasks.swap_execute" in (scaled.tmp / "worker.log").read_text()
+    assert "embedded task worker" not in scaled.service.procs["web"].output()
+    assert "swaps.tasks.swap_execute" in scaled.service.procs["worker"].output()
 
 
 def test_the_lock_banner_and_schedule_follow_the_api(page, scaled):

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from testkit.service import Service
 from tests.docs.runner import Block, DocError, blocks, console_commands, output_matches, run_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,55 +29,28 @@ DOC_ADDRESS = "http://127.0.0.1:9999"
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Demo:
-    """`manage.py serve --demo` in a subprocess, with short simulated load times."""
+    """`manage.py serve --demo` (a `testkit` service), with short simulated load times."""
 
     def __init__(self, tmp: Path) -> None:
         self.data = tmp / "data"
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SPARKCONTROL_"))}
-        self.env.update(
-            {
-                "SPARKCONTROL_DATA_DIR": str(self.data),
-                "SPARKCONTROL_ENV_FILE": str(tmp / "none.env"),
-                "SPARKCONTROL_WORKER_INTERVAL": "0.2",
-                "DATABASE_URL": "",
-                "REDIS_URL": "",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.log_path = tmp / "serve.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--demo", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve --demo exited {self.process.returncode}: {self.tail()}")
-            if "Dashboard: " in self.tail():
-                try:
-                    if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        else:
-            self.stop()
-            raise AssertionError(f"serve --demo did not start: {self.tail()}")
+        self.service = Service(tmp, data_dir=self.data, env={"SPARKCONTROL_WORKER_INTERVAL": "0.2"})
+        # What a reader's shell has: no settings module or import path of the tests' choosing.
+        self.env = {k: v for k, v in self.service.env.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
+        if "PYTHONPATH" in os.environ:
+            self.env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        try:
+            self.server = self.service.serve(args=["--demo"], wait=False)
+            deadline = time.monotonic() + 120
+            while "Dashboard: " not in self.server.output() and self.server.alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.service.wait_ready(self.server, timeout=max(deadline - time.monotonic(), 1))
+            assert "Dashboard: " in self.server.output(), f"serve --demo did not start: {self.tail()}"
+        except BaseException:
+            self.service.stop()
+            raise
+        self.port = self.server.port
+        self.url = self.server.url
         # The simulated vLLM loads in 0.2 s (sparksim reads it from its root at every start) and frees its memory
         # at once after a stop.
         sim_root = self.data / "sparksim"
@@ -91,17 +60,10 @@ class Demo:
                 fh.write("SPARKSIM_MEM_RELEASE_SECONDS=0\n")
 
     def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        return self.server.output(4000)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
+        self.service.stop()
 
 
 @pytest.fixture(scope="module")

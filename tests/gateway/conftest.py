@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.gateway.harness import Deployment, Server, client, swap_to
+from testkit.api import client, swap_to
+from testkit.gateway import Deployment
+from testkit.service import Process
 
 MODELS = ["alpha", "beta", "gamma"]
 
@@ -53,13 +55,13 @@ def deployment(sim, fakes, tmp_path_factory) -> Iterator[Deployment]:  # type: i
 
 
 @pytest.fixture(scope="session")
-def main(deployment) -> Server:  # type: ignore[no-untyped-def]
+def main(deployment) -> Process:  # type: ignore[no-untyped-def]
     """The serving process with the task worker: swaps run here."""
     return deployment.serve(SPARKCONTROL_GATEWAY_DRAIN_SECONDS="20", SPARKCONTROL_GATEWAY_HOLD_SECONDS="60")
 
 
 @pytest.fixture(scope="session")
-def strict(deployment, main) -> Server:  # type: ignore[no-untyped-def]
+def strict(deployment, main) -> Process:  # type: ignore[no-untyped-def]
     """A gateway-only process with small body limits and a short, small cap queue."""
     return deployment.serve(
         worker=False,
@@ -73,13 +75,13 @@ def strict(deployment, main) -> Server:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def open_gateway(deployment, main) -> Server:  # type: ignore[no-untyped-def]
+def open_gateway(deployment, main) -> Process:  # type: ignore[no-untyped-def]
     """A gateway-only process in open mode (no credentials)."""
     return deployment.serve(worker=False, SPARKCONTROL_GATEWAY_OPEN="1")
 
 
 @pytest.fixture(scope="session")
-def on_demand(deployment, main) -> Server:  # type: ignore[no-untyped-def]
+def on_demand(deployment, main) -> Process:  # type: ignore[no-untyped-def]
     """A gateway-only process with on-demand swaps on (the swap itself runs in `main`'s worker)."""
     return deployment.serve(worker=False, SPARKCONTROL_GATEWAY_ON_DEMAND="1", SPARKCONTROL_GATEWAY_HOLD_SECONDS="60")
 

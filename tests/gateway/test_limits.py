@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sparksim.fake_services import tiny_wav
-from tests.gateway.harness import client
+from testkit.api import client
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from testkit.api import swap_start, swap_wait
 from tests.gateway.conftest import serving
-from tests.gateway.harness import swap_start, swap_wait
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
+from testkit.api import swap_start, swap_wait
 from tests.gateway.conftest import serving, wait_until
-from tests.gateway.harness import swap_start, swap_wait
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,9 @@ sparksim cluster. Everything is reached the way an operator or a client would: H
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -24,7 +20,8 @@ import httpx
 import psycopg
 import redis
 
-REPO = Path(__file__).resolve().parents[2]
+from testkit.service import Process, Service
+
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
 ADMIN_USER = "ops"
@@ -34,56 +31,23 @@ HF_TOKEN = "hf_scaleoutSECRET" + uuid.uuid4().hex
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Proc:
-    """One process of the deployment, its output in a file."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    process: subprocess.Popen
-    port: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 @dataclass
 class Deployment:
-    """Databases, processes and the simulated cluster of one scaled-out set-up."""
+    """Databases, processes and the simulated cluster of one scaled-out set-up (a `testkit` service whose every
+    process has a data directory of its own, as on machines of their own)."""
 
     tmp: Path
     sim: Any
     database: str = field(default_factory=lambda: f"sparkcontrol_scaleout_{uuid.uuid4().hex[:10]}")
     redis_db: int = field(default_factory=lambda: random.randint(1, 15))
-    procs: dict[str, Proc] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
 
-    # --- set-up ---------------------------------------------------------------------------------------------
-    def create(self) -> Deployment:
-        self._admin_sql(f'CREATE DATABASE "{self.database}"')
-        redis.Redis.from_url(f"{REDIS}/{self.redis_db}").flushdb()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SPARKCONTROL_"))}
-        self.env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "sparkcontrol.settings",
-                "PYTHONPATH": str(REPO),
-                "PYTHONUNBUFFERED": "1",
-                "SPARKCONTROL_ENV_FILE": str(self.tmp / "no.env"),
-                "DATABASE_URL": f"{POSTGRES}/{self.database}",
-                "REDIS_URL": f"{REDIS}/{self.redis_db}",
+    def __post_init__(self) -> None:
+        self.service = Service(
+            self.tmp,
+            database_url=f"{POSTGRES}/{self.database}",
+            redis_url=f"{REDIS}/{self.redis_db}",
+            data_dir_per_process=True,
+            env={
                 # Every process must share the key (sessions signed by one web process are read by another).
                 "SPARKCONTROL_SECRET_KEY": "scaleout-" + uuid.uuid4().hex + uuid.uuid4().hex,
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -92,8 +56,16 @@ class Deployment:
                 "HF_TOKEN": HF_TOKEN,
                 "LOCAL_MODEL_ROOTS": f"{self.sim.root}/models",
                 "SPARKCONTROL_WEBHOOK_ALLOW_PRIVATE": "true",  # the test receivers listen on 127.0.0.1
-            }
+            },
         )
+        self.procs = self.service.procs
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+    def create(self) -> Deployment:
+        self.service.on_stop(lambda: redis.Redis.from_url(f"{REDIS}/{self.redis_db}").flushdb())
+        self.service.on_stop(lambda: self._admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+        self._admin_sql(f'CREATE DATABASE "{self.database}"')
+        redis.Redis.from_url(f"{REDIS}/{self.redis_db}").flushdb()
         self.manage("migrate", "-v", "0")
         self.run(
             f"""
@@ -128,102 +100,34 @@ class Deployment:
         )
 
     def manage(self, *argv: str, timeout: float = 120) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *argv],
-            cwd=REPO,
-            env={**self.env, "SPARKCONTROL_DATA_DIR": str(self._data_dir("manage"))},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return self.service.manage(*argv, timeout=timeout)
 
     def run(self, code: str, timeout: float = 60) -> Any:
         """Run Django code in a fresh process on the deployment's database; returns `result` (JSON)."""
-        script = "import django, json\ndjango.setup()\nresult = None\n" + textwrap.dedent(code)
-        script += "\nprint('@@RESULT@@' + json.dumps(result, default=str))\n"
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=REPO,
-            env={**self.env, "SPARKCONTROL_DATA_DIR": str(self._data_dir("manage"))},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.rpartition("@@RESULT@@")[2])
-
-    def _data_dir(self, name: str) -> Path:
-        path = self.tmp / "data" / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.service.run(code, timeout=timeout)
 
     def api_token(self, name: str, scope: str) -> str:
-        """`manage.py apitoken create` prints the token alone on its last line."""
-        return self.manage("apitoken", "create", name, "--scope", scope).strip().splitlines()[-1]
+        return self.service.token(name, scope)
 
     # --- processes ------------------------------------------------------------------------------------------
-    def spawn(self, name: str, argv: list[str], *, port: int | None = None, env: dict[str, str] | None = None) -> Proc:
-        log = self.tmp / f"{name}.log"
-        handle = log.open("ab")
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=REPO,
-            env={**self.env, "SPARKCONTROL_DATA_DIR": str(self._data_dir(name)), **(env or {})},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        handle.close()
-        proc = Proc(name=name, argv=argv, log=log, process=process, port=port)
-        self.procs[name] = proc
-        return proc
+    def start_web(self, name: str) -> Process:
+        return self.service.serve(name, worker=False, wait=False)
 
-    def start_web(self, name: str) -> Proc:
-        port = free_port()
-        return self.spawn(
-            name, ["manage.py", "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)], port=port
-        )
+    def start_uvicorn(self, name: str) -> Process:
+        return self.service.uvicorn(name, wait=False)
 
-    def start_uvicorn(self, name: str) -> Proc:
-        port = free_port()
-        argv = ["-m", "uvicorn", "sparkcontrol.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-        return self.spawn(name, [*argv, "--lifespan", "off", "--no-access-log"], port=port)
-
-    def start_worker(self, name: str) -> Proc:
+    def start_worker(self, name: str) -> Process:
         # Every queue (swaps, default, webhooks): two such workers compete for each task, swaps included.
-        argv = ["manage.py", "db_worker", "--queue-name", "*", "--interval", "0.2", "--no-startup-delay"]
-        return self.spawn(name, argv)
+        return self.service.db_worker(name, wait=False)
 
-    def wait_ready(self, *procs: Proc, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            while True:
-                assert proc.process.poll() is None, f"{proc.name} exited:\n{proc.output()[-3000:]}"
-                if proc.port is None:
-                    if "Starting worker" in proc.output():
-                        break
-                else:
-                    try:
-                        if httpx.get(f"{proc.url}/api/health", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                assert time.monotonic() < deadline, f"{proc.name} not ready:\n{proc.output()[-3000:]}"
-                time.sleep(0.1)
+    def wait_ready(self, *procs: Process, timeout: float = 60) -> None:
+        self.service.wait_ready(*procs, timeout=timeout)
 
     def worker_pids(self) -> dict[int, str]:
-        return {
-            proc.process.pid: name
-            for name, proc in self.procs.items()
-            if proc.port is None and proc.process.poll() is None
-        }
+        return {proc.pid: name for name, proc in self.procs.items() if proc.port is None and proc.alive()}
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        os.kill(proc.process.pid, sig)
-        proc.process.wait(timeout=10)
+        self.procs[name].kill(sig)
 
     # --- reads ----------------------------------------------------------------------------------------------
     def swap_rows(self, swap_id: str) -> dict[str, Any]:
@@ -248,22 +152,8 @@ class Deployment:
 
     # --- tear-down ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.process.poll() is None:
-                try:
-                    os.killpg(proc.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs.values():
-            try:
-                proc.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.process.pid, signal.SIGKILL)
-                proc.process.wait(timeout=5)
-        try:
-            self._admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            redis.Redis.from_url(f"{REDIS}/{self.redis_db}").flushdb()
+        """Stop every process, drop the database, empty the Redis database."""
+        self.service.stop()
 
 
 class DashboardSocket:

@@ -3,94 +3,38 @@ own, for tests that must see what the server does with a connection rather than 
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from testkit.service import Service
 
 
 class ServeProcess:
     """One `manage.py serve --no-worker` on a free port, on SQLite in `data_dir`."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKCONTROL_", "DJANGO_"))}
-        self.env.update(
-            {
-                "SPARKCONTROL_DATA_DIR": str(data_dir),
-                "SPARKCONTROL_ENV_FILE": str(data_dir / "none.env"),
-                "DATABASE_URL": "",
-                "REDIS_URL": "",
-                "DJANGO_SETTINGS_MODULE": "sparkcontrol.settings",
-                "SPARKCONTROL_ADMIN_PASSWORD": "pw-edge-test-123",
-                "PYTHONPATH": str(ROOT),
-                **env,
-            }
+        self.service = Service(
+            data_dir, data_dir=data_dir, env={"SPARKCONTROL_ADMIN_PASSWORD": "pw-edge-test-123", **env}
         )
-        self.log_path = data_dir / f"serve-{self.port}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--no-worker", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited {self.process.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"serve did not start: {self.tail()}")
+        try:
+            self.web = self.service.serve(worker=False)
+        except BaseException:
+            self.service.stop()
+            raise
+        self.port = self.web.port
+        self.url = self.web.url
 
     def manage(self, *argv: str) -> str:
         """Run a management command against this server's database; its stdout."""
-        done = subprocess.run(
-            [sys.executable, "manage.py", *argv], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return self.service.manage(*argv)
 
     def token(self, name: str, scope: str) -> str:
-        return self.manage("apitoken", "create", name, "--scope", scope).strip().splitlines()[-1]
-
-    def tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.service.token(name, scope)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
+        self.service.stop()
 
 
 def raw_exchange(port: int, head: bytes, body: bytes = b"", *, timeout: float = 3.0) -> tuple[bytes, float]:
