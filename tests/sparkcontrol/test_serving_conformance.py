@@ -425,3 +425,34 @@ def test_gateway_routes_served_without_the_middleware_chain_answer_alike(model_f
     headers = {name.lower(): value for name, value in answers["models"].messages[0]["headers"]}
     assert headers[b"content-security-policy"].startswith(b"default-src 'self'")
     assert headers[b"x-frame-options"] == b"DENY" and b"content-length" in headers
+
+
+def test_a_view_served_without_the_chain_ends_when_its_client_goes_away():
+    """As Django's handler does: the client's disconnect cancels the view, and its endless answer is closed."""
+    conformance_site.endless_closed.clear()
+    case = Case("/direct/endless/", headers=((b"authorization", b"Bearer x"),))
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        handler = PooledSyncHandler(threads=1, async_handler=ASGIHandler())
+        incoming = [{"type": "http.request", "body": b"", "more_body": False}]
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if len(sent) == 3:
+                gone.set()
+
+        await asyncio.wait_for(handler(_scope(case), receive, send), timeout=10)
+
+    with override_settings(**SITE_SETTINGS, MIDDLEWARE=_site_middleware()):
+        asyncio.run(main())
+    assert sent[0]["status"] == 200
+    assert 3 <= len(sent) < 10
+    assert conformance_site.endless_closed == [True]
