@@ -330,13 +330,14 @@ _tls: ssl.SSLContext | None = None
 
 
 def default_tls_context() -> ssl.SSLContext:
-    """The verifying TLS context of probes (the CA bundle httpx trusts); built once per process (~15 ms)."""
+    """The verifying TLS context of probes, the one httpx builds (its CA bundle, hostname checks): the trust of
+    probes did not change with their client. Built once per process (~15 ms), on first use."""
     global _tls
     with _tls_lock:
         if _tls is None:
-            import certifi
+            import httpx
 
-            _tls = ssl.create_default_context(cafile=certifi.where())
+            _tls = httpx.create_ssl_context()
         return _tls
 
 
