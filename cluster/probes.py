@@ -1,9 +1,10 @@
 """The one module that probes services: HTTP per service kind, TCP ports, and SSH reachability of the Sparks.
 
-Every probe runs under an overall deadline (`asyncio.timeout`). httpx's timeouts are per phase (connect, each
-read, ...): a server that drips one byte every half second never trips a read timeout and would hold a probe for
-many times its timeout. Probes take plain values (`ProbeTarget`), never model instances, and touch no database:
-sweeps read the database before and write it after the network phase.
+Every probe runs under an overall deadline (`asyncio.timeout`): a timeout per phase (connect, each read, ...)
+would let a server that drips one byte every half second hold a probe for many times its timeout. HTTP goes
+through the probes' own client (`cluster.probe_http`: HTTP/1.1 on asyncio streams, connections kept per
+origin). Probes take plain values (`ProbeTarget`), never model instances, and touch no database: sweeps read
+the database before and write it after the network phase.
 
 A probe never raises: it returns a `ProbeOutcome` whose detail is short and carries no URL (URLs may hold
 credentials) and no response body beyond a few words.
@@ -23,14 +24,12 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from typing import Any
-
-import anyio._backends._asyncio  # noqa: F401 - imported up front: the first sweep must not pay imports in its deadline
-import httpcore  # noqa: F401
-import httpx
+from urllib.parse import urlsplit
 
 from cluster.models import ProbeStatus, ServiceKind, SparkHost
+from cluster.probe_http import ProbeHttpClient, ProbeHttpError, ProbeResponse, default_tls_context, kept_client
 
 UP = ProbeStatus.UP.value
 DEGRADED = ProbeStatus.DEGRADED.value
@@ -85,7 +84,7 @@ def _short(text: str, limit: int = DETAIL_MAX) -> str:
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The operating-system error under an httpx/anyio wrapper ("All connection attempts failed" hides it)."""
+    """The operating-system error of a failure, or under its causes."""
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 10:
@@ -97,20 +96,22 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def _error_detail(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect timed out"
+    if isinstance(exc, ProbeHttpError):
+        return f"connection broke: {_short(str(exc) or type(exc).__name__, 80)}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: {_short(exc.verify_message or 'certificate not trusted', 80)}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {_short(exc.reason or type(exc).__name__, 80)}"
     os_error = _os_error(exc)
     if isinstance(os_error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(os_error, socket.gaierror):
         return "host name not resolved"
-    if isinstance(exc, httpx.ConnectError | OSError):
-        reason = (os_error.strerror if os_error is not None else None) or type(exc).__name__
+    if isinstance(os_error, ConnectionResetError | BrokenPipeError):
+        return f"connection broke: {_short(os_error.strerror or type(os_error).__name__, 80)}"
+    if isinstance(exc, OSError):
+        reason = (os_error.strerror if os_error is not None else None) or str(exc) or type(exc).__name__
         return f"cannot connect: {_short(reason, 80)}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{type(exc).__name__}"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return f"connection broke: {_short(str(exc) or type(exc).__name__, 80)}"
     return f"{type(exc).__name__}: {_short(str(exc), 80)}"
 
 
@@ -145,7 +146,7 @@ async def _bounded(work: Work, *, timeout: float) -> ProbeOutcome:
     except TimeoutError:
         status = DEGRADED if progress.answered else DOWN
         detail = f"{progress.step}: no answer within {timeout:g} s"
-    except (httpx.HTTPError, OSError) as exc:
+    except OSError as exc:
         status = DEGRADED if progress.answered else DOWN
         detail = f"{progress.step}: {_error_detail(exc)}"
     except Exception as exc:  # noqa: BLE001 - a probe reports, it never takes the sweep down
@@ -155,13 +156,13 @@ async def _bounded(work: Work, *, timeout: float) -> ProbeOutcome:
     return ProbeOutcome(status=status, latency_ms=latency_ms, detail=_short(detail))
 
 
-def _bad_status(response: httpx.Response, what: str) -> tuple[str, str]:
+def _bad_status(response: ProbeResponse, what: str) -> tuple[str, str]:
     """A 5xx means the service is broken (down); any other surprise means it answers, but wrongly."""
     status = DOWN if response.status_code >= 500 else DEGRADED
     return status, f"{what}: HTTP {response.status_code}"
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: ProbeResponse) -> Any:
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):
@@ -180,7 +181,7 @@ def _expected(expected: str | Sequence[str] | None) -> tuple[str, ...]:
     return (expected,) if isinstance(expected, str) else tuple(expected)
 
 
-async def _get_ok(client: httpx.AsyncClient, progress: _Progress, url: str, path: str, expected: int = 200):  # type: ignore[no-untyped-def]
+async def _get_ok(client: ProbeHttpClient, progress: _Progress, url: str, path: str, expected: int = 200):  # type: ignore[no-untyped-def]
     """GET a health path; returns the response when it is the expected status, else the (status, detail) pair."""
     progress.step = f"GET {path}"
     response = await client.get(url + path)
@@ -190,7 +191,7 @@ async def _get_ok(client: httpx.AsyncClient, progress: _Progress, url: str, path
     return response, None
 
 
-async def _served_models(client: httpx.AsyncClient, progress: _Progress, base_url: str) -> tuple[list[str] | None, Any]:
+async def _served_models(client: ProbeHttpClient, progress: _Progress, base_url: str) -> tuple[list[str] | None, Any]:
     response, failure = await _get_ok(client, progress, base_url, "/v1/models")
     if failure:
         return None, failure
@@ -208,7 +209,7 @@ def _pick_model(names: Sequence[str], wanted: Sequence[str]) -> str:
 
 
 async def probe_vllm_endpoint(
-    client: httpx.AsyncClient,
+    client: ProbeHttpClient,
     base_url: str,
     *,
     expected_model: str | Sequence[str] | None = None,
@@ -269,7 +270,7 @@ def parse_vllm_metrics(text: str) -> EngineMetrics | None:
     )
 
 
-async def probe_vllm_metrics(client: httpx.AsyncClient, base_url: str, *, timeout: float) -> EngineMetrics | None:
+async def probe_vllm_metrics(client: ProbeHttpClient, base_url: str, *, timeout: float) -> EngineMetrics | None:
     """One `/metrics` sample, or None when the server gives none (the wedge check then waits for the next)."""
     try:
         async with asyncio.timeout_at(_deadline(timeout)):
@@ -277,7 +278,7 @@ async def probe_vllm_metrics(client: httpx.AsyncClient, base_url: str, *, timeou
             if response.status_code != 200:
                 return None
             return parse_vllm_metrics(response.text)
-    except (TimeoutError, httpx.HTTPError, OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError):  # TimeoutError is an OSError
         return None
 
 
@@ -298,8 +299,9 @@ PROBE_WAV = _silent_wav()
 class WorkCheck:
     """A service kind probed as a health GET then, when deep, one request whose answer must hold the work done.
 
-    `request` gives httpx's keyword arguments for the model (None when none is named); `verdict` reads a 200 answer
-    (with that model) and returns the detail of an up outcome, or None when the answer lacks what `missing` names.
+    `request` gives the keyword arguments of `ProbeHttpClient.request` (`json`, or `files` and `data`) for the
+    model (None when none is named); `verdict` reads a 200 answer (with that model) and returns the detail of an
+    up outcome, or None when the answer lacks what `missing` names.
     `model_from_server`: with no model named, the first one the server lists is used.
     """
 
@@ -308,12 +310,12 @@ class WorkCheck:
     method: str
     path: str
     request: Callable[[str | None], dict[str, Any]]
-    verdict: Callable[[httpx.Response, str | None], str | None]
+    verdict: Callable[[ProbeResponse, str | None], str | None]
     missing: str
     model_from_server: bool = False
 
 
-def _embedding_verdict(response: httpx.Response, model: str | None) -> str | None:
+def _embedding_verdict(response: ProbeResponse, model: str | None) -> str | None:
     document = _json(response)
     data = document.get("data") if isinstance(document, dict) else None
     vector = data[0].get("embedding") if isinstance(data, list) and data and isinstance(data[0], dict) else None
@@ -322,7 +324,7 @@ def _embedding_verdict(response: httpx.Response, model: str | None) -> str | Non
     return f"{model} embeds ({len(vector)} dimensions)"
 
 
-def _collections_verdict(response: httpx.Response, model: str | None) -> str | None:
+def _collections_verdict(response: ProbeResponse, model: str | None) -> str | None:
     document = _json(response)
     result = document.get("result") if isinstance(document, dict) else None
     collections = result.get("collections") if isinstance(result, dict) else None
@@ -331,12 +333,12 @@ def _collections_verdict(response: httpx.Response, model: str | None) -> str | N
     return f"{len(collections)} collection{'s' if len(collections) != 1 else ''}"
 
 
-def _transcription_verdict(response: httpx.Response, model: str | None) -> str | None:
+def _transcription_verdict(response: ProbeResponse, model: str | None) -> str | None:
     document = _json(response)
     return "transcribes" if isinstance(document, dict) and "text" in document else None
 
 
-def _synthesis_verdict(response: httpx.Response, model: str | None) -> str | None:
+def _synthesis_verdict(response: ProbeResponse, model: str | None) -> str | None:
     content_type = response.headers.get("content-type", "")
     if not response.content or content_type.startswith(("application/json", "text/")):
         return None
@@ -394,7 +396,7 @@ WORK_CHECKS: dict[str, WorkCheck] = {
 
 
 async def probe_work(
-    client: httpx.AsyncClient,
+    client: ProbeHttpClient,
     base_url: str,
     check: WorkCheck,
     *,
@@ -443,7 +445,7 @@ probe_tts = partial(probe_work, check=TTS_CHECK)
 
 
 async def probe_http(
-    client: httpx.AsyncClient, base_url: str, *, path: str = "/", expected_status: int = 200, timeout: float
+    client: ProbeHttpClient, base_url: str, *, path: str = "/", expected_status: int = 200, timeout: float
 ) -> ProbeOutcome:
     """Plain HTTP: `GET path` answers the expected status."""
 
@@ -457,7 +459,7 @@ async def probe_http(
 
 
 async def probe_service(
-    client: httpx.AsyncClient, target: ProbeTarget, *, timeout: float, deep: bool = False
+    client: ProbeHttpClient, target: ProbeTarget, *, timeout: float, deep: bool = False
 ) -> ProbeOutcome:
     """The probe of the target's kind (status, or deep health when `deep`)."""
     url, path = target.base_url, target.health_path
@@ -471,50 +473,32 @@ async def probe_service(
     return ProbeOutcome(UNKNOWN, None, f"no probe for kind {target.kind!r}")
 
 
-@cache
-def _tls_context() -> ssl.SSLContext:
-    # Building a context (loading the CA bundle) costs ~15 ms of CPU: once per process, not once per sweep.
-    return httpx.create_ssl_context()
-
-
-def probe_client(*, size: int, timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for probes: `size` connections, never through an environment proxy."""
-    size = max(size, 1)
-    return httpx.AsyncClient(
-        verify=_tls_context(),
-        timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size * 2),
-        trust_env=False,
-        follow_redirects=False,
-        headers={"user-agent": "sparkcontrol-probe"},
-    )
+def probe_client(*, size: int, timeout: float, tls: ssl.SSLContext | None = None) -> ProbeHttpClient:
+    """An HTTP client for probes keeping up to `size` idle connections per origin; close it (`async with`)."""
+    return ProbeHttpClient(timeout=timeout, tls=tls, idle_per_origin=max(size, 1))
 
 
 class ProbeClients:
-    """The HTTP clients of one sweep: one small connection pool per origin (scheme, host, port).
+    """The HTTP client of one sweep: on the probe loop, the kept client (its connections outlive the sweep);
+    elsewhere, a client of its own, closed with the block.
 
-    Not one shared client: httpcore's pool scans every connection it holds on each request, so a single pool of
-    N connections makes a sweep O(N^2) (measured: 300 services, 2-6 s of CPU). A client costs ~20 us to make.
+    One client serves every origin: it keeps its idle connections in a dict by origin, so finding one costs the
+    same for 5 services or 500.
     """
 
     def __init__(self, *, timeout: float) -> None:
         self.timeout = timeout
-        self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
+        kept = kept_client()
+        self._client = kept.sharing(timeout=timeout) if kept is not None else probe_client(size=2, timeout=timeout)
 
-    def for_url(self, base_url: str) -> httpx.AsyncClient:
-        url = httpx.URL(base_url)
-        origin = (url.scheme, url.host, url.port)
-        client = self._clients.get(origin)
-        if client is None:
-            client = self._clients[origin] = probe_client(size=2, timeout=self.timeout)
-        return client
+    def for_url(self, base_url: str) -> ProbeHttpClient:
+        return self._client
 
     async def __aenter__(self) -> ProbeClients:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+        await self._client.aclose()
 
 
 async def probe_tcp(host: str, port: int, *, timeout: float) -> ProbeOutcome:
@@ -556,10 +540,14 @@ async def probe_ssh(host: SparkHost, *, timeout: float, executor: Executor) -> P
 
 def tcp_address(base_url: str) -> tuple[str, int] | None:
     """Host and port of a base URL (default ports by scheme)."""
-    parts = httpx.URL(base_url)
-    if not parts.host:
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
         return None
-    return parts.host, parts.port or (443 if parts.scheme == "https" else 80)
+    if not parts.hostname:
+        return None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 __all__ = [
@@ -583,6 +571,7 @@ __all__ = [
     "probe_vllm_endpoint",
     "probe_vllm_metrics",
     "probe_work",
+    "default_tls_context",
     "sweep_deadline",
     "tcp_address",
 ]

@@ -1,10 +1,11 @@
 """Sweeps: probe every enabled service (and Spark) at once, record the results, push them to dashboards.
 
 A sweep has three phases: read the database (services, hosts, settings) into plain values; probe everything
-concurrently in one event loop (a small HTTP connection pool per origin), each probe under an overall deadline,
-so a sweep of N services takes about one timeout, not N; then write the results in one transaction and push one
-message after it commits. Disabled services (admin flag or the cluster's disabled list) are left out before any
-I/O. Call sweeps from synchronous code (a task, a command); from async code use `sync_to_async`.
+concurrently in one event loop (HTTP sweeps on the process's probe loop, whose kept connections per origin
+outlive the sweep), each probe under an overall deadline, so a sweep of N services takes about one timeout, not
+N; then write the results in one transaction and push one message after it commits. Disabled services (admin
+flag or the cluster's disabled list) are left out before any I/O. Call sweeps from synchronous code (a task, a
+command); from async code use `sync_to_async`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from cluster.models import (
     SparkHost,
     SweepKind,
 )
+from cluster.probe_http import run_on_probe_loop
 from cluster.probes import (
     EngineMetrics,
     ProbeClients,
@@ -342,7 +344,7 @@ def _http_sweep(*, sweep: str, deep: bool, timeout: float | None, keys: Collecti
     if timeout is None:
         timeout = plan.cluster.probe_deep_timeout_s if deep else plan.cluster.probe_timeout_s
     started = time.perf_counter()
-    outcomes_list, metrics = asyncio.run(_probe_http_targets(plan.targets, timeout=timeout, deep=deep))
+    outcomes_list, metrics = run_on_probe_loop(_probe_http_targets(plan.targets, timeout=timeout, deep=deep))
     duration = time.perf_counter() - started
     checked_at = timezone.now()
     by_key = {service.key: service for service in plan.services}

@@ -4,6 +4,11 @@ A request is authenticated, its body checked against the route's limit, routed b
 model is being swapped in, admitted under its service's cap, and relayed: the upstream's answer goes back chunk
 by chunk as it arrives (server-sent events included), and an upload goes out in chunks, never parsed.
 Errors use OpenAI's shape: `{"error": {"message", "type", "code", ...}}`.
+
+With an Authorization header the views read the bearer token and never the session, the user or a CSRF token:
+each is marked `serve_without_middleware`, so `manage.py serve` calls it for such a request on its event loop
+without the middleware chain (host check and security headers kept; sparkcontrol/serving.py), whose sync-only
+layers would cost a thread hop each. A signed-in person's request (session and CSRF) goes through the chain.
 """
 
 from __future__ import annotations
@@ -346,6 +351,7 @@ def _route_view(spec: RouteSpec):  # type: ignore[no-untyped-def]
                 REQUESTS.labels("-", spec.name, str(refused.response.status_code)).inc()
             return refused.response
 
+    view.serve_without_middleware = True  # type: ignore[attr-defined]
     view.__name__ = view.__qualname__ = spec.name.replace("/", "_")
     view.__doc__ = f"POST /v1/{spec.name}, routed by model."
     return view
@@ -377,6 +383,12 @@ async def _refuse_listing(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def _without_middleware(view):  # type: ignore[no-untyped-def]
+    view.serve_without_middleware = True
+    return view
+
+
+@_without_middleware
 @csrf_exempt
 async def models(request: HttpRequest) -> HttpResponse:
     """GET /v1/models: the union of what the services serve, each with its service and state."""
@@ -387,6 +399,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"object": "list", "data": await _models_data()})
 
 
+@_without_middleware
 @csrf_exempt
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     """GET /v1/models/{model}: one entry of the list, or 404 with the known names."""

@@ -21,13 +21,14 @@ makes it serve through Django's own handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import django
@@ -37,9 +38,11 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import response_for_exception
 from django.db import close_old_connections, connections
 from django.http import FileResponse, HttpResponseBase
-from django.urls import NoReverseMatch, Resolver404, get_resolver, reverse, set_script_prefix
+from django.urls import NoReverseMatch, Resolver404, ResolverMatch, get_resolver, reverse, set_script_prefix
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,16 @@ VERIFIED_DJANGO_SERIES = frozenset({(5, 2)})
 SQLITE_CONNECTION_SECONDS = 600
 # The URL names of the sign-in pages, answered from the login pool.
 LOGIN_URL_NAMES = ("login", "admin:login")
+# Middlewares that only check the request and set headers (no session, user, database or body): views served
+# without the middleware chain (`serve_without_middleware`) still go through these, called directly on the loop.
+HEADER_MIDDLEWARE = frozenset(
+    {
+        "django.middleware.common.CommonMiddleware",  # the host check (ALLOWED_HOSTS) and Content-Length
+        "django.middleware.security.SecurityMiddleware",
+        "sparkcontrol.middleware.ContentSecurityPolicyMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    }
+)
 
 
 class PooledSyncHandler(ASGIHandler):
@@ -61,6 +74,7 @@ class PooledSyncHandler(ASGIHandler):
         self.pool = ThreadPool(threads=threads, name="http")
         self.login_pool = ThreadPool(threads=settings.LOGIN_THREADS, name="login")
         self.login_paths = _login_paths()
+        self.header_layers = _header_layers()
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one handler per process, paths of a bounded API
     def _is_async_view(self, path: str) -> bool:
@@ -70,9 +84,28 @@ class PooledSyncHandler(ASGIHandler):
             return False
         return iscoroutinefunction(match.func)
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one handler per process, paths of a bounded API
+    def _direct_match(self, path: str) -> ResolverMatch | None:
+        """The match of an async view marked `serve_without_middleware` (the /v1/ gateway), else None.
+
+        Such a view must touch the session and the user only when the request has no Authorization header."""
+        try:
+            match = get_resolver().resolve(path)
+        except Resolver404:
+            return None
+        if iscoroutinefunction(match.func) and getattr(match.func, "serve_without_middleware", False):
+            return match
+        return None
+
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        match = self._direct_match(scope["path"])
+        if match is not None and any(name == b"authorization" for name, _ in scope["headers"]):
+            # A bearer token: the view reads no session or user (without one it may: a signed-in person's
+            # session, with its CSRF check, so the whole chain runs).
+            await self._direct(match, scope, receive, send)
+            return
         if self._is_async_view(scope["path"]):
             await self.async_handler(scope, receive, send)
             return
@@ -99,6 +132,71 @@ class PooledSyncHandler(ASGIHandler):
         finally:
             body_file.close()
 
+    async def _direct(self, match: ResolverMatch, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """An async view called on the loop without the middleware chain, whose sync-only layers (sessions, users,
+        messages, CSRF, ...) would each cost a hop to a thread per request, and which such a view does not use when
+        the request carries an Authorization header.
+
+        Kept: the layers of `HEADER_MIDDLEWARE` (the host check, Content-Length, the security headers; called
+        inline, they do no I/O), Django's conversion of an exception to a response, and the request's signals
+        (`request_started`; `request_finished` from `response.close()`), and the view's end when the client goes
+        away. The view's own sync calls (a token not in the cache, a swap request) run in a thread of the
+        request's own, made on the first one, as under Django's handler.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        executor = _RequestThread()
+        gone = _watch_disconnect(receive, asyncio.current_task())
+        response = None
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, response = self.create_request(scope, body_file)
+            async with ThreadSensitiveContext(executor=executor):
+                if request is not None:
+                    response = await self._direct_response(match, request)
+                await self._send(response, send)
+        except asyncio.CancelledError:
+            if not gone.done() or gone.cancelled() or not gone.result():
+                raise  # not the client going away: the server is stopping
+            # The client went away (Django's handler cancels the view then too): the answer's body is closed below.
+        finally:
+            gone.cancel()
+            body_file.close()
+            try:
+                if response is not None and executor.used:
+                    # In the thread whose database connection request_finished tidies; it runs to its end even if
+                    # the wait for it is cancelled.
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.get_running_loop().run_in_executor(executor, response.close)
+                elif response is not None:
+                    response.close()
+            finally:
+                executor.shutdown(wait=False)
+
+    async def _direct_response(self, match: ResolverMatch, request: Any) -> HttpResponseBase:
+        """The layers' request hooks, the view, the layers' response hooks, as the chain calls them: a layer whose
+        request hook raised is left out on the way back, one whose hook answered is not."""
+        reached = 0
+        response = None
+        try:
+            for layer in self.header_layers:
+                response = layer.request(request)
+                reached += 1
+                if response is not None:
+                    break
+            if response is None:
+                request.resolver_match = match
+                response = await match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:  # noqa: BLE001 - answered as Django's handler answers it (400, 500, ...)
+            response = await sync_to_async(response_for_exception, thread_sensitive=False)(request, exc)
+        response._handler_class = self.__class__
+        for layer in reversed(self.header_layers[:reached]):
+            response = layer.response(request, response)
+        return response
+
     async def _send(self, response: HttpResponseBase, send: Callable) -> None:
         try:
             await self.send_response(response, send)
@@ -124,6 +222,56 @@ class PooledSyncHandler(ASGIHandler):
             # see __call__): the housekeeping request_finished would have done for them (CONN_MAX_AGE, errors).
             close_old_connections()
         return response
+
+
+class _HeaderLayer:
+    """A middleware of `HEADER_MIDDLEWARE`, called directly: its request hook (may answer early) and response hook."""
+
+    def __init__(self, path: str) -> None:
+        self.middleware = import_string(path)(_no_response)
+        hybrid = hasattr(self.middleware, "before")
+        self._request = self.middleware.before if hybrid else getattr(self.middleware, "process_request", None)
+        self._response = self.middleware.after if hybrid else getattr(self.middleware, "process_response", None)
+
+    def request(self, request: Any) -> HttpResponseBase | None:
+        return self._request(request) if self._request is not None else None
+
+    def response(self, request: Any, response: HttpResponseBase) -> HttpResponseBase:
+        return self._response(request, response) if self._response is not None else response
+
+
+def _no_response(request: Any) -> HttpResponseBase:
+    raise RuntimeError("a header layer never passes a request on")
+
+
+def _header_layers() -> list[_HeaderLayer]:
+    """The header-only middlewares of settings.MIDDLEWARE, in its order."""
+    return [_HeaderLayer(path) for path in settings.MIDDLEWARE if path in HEADER_MIDDLEWARE]
+
+
+def _watch_disconnect(receive: Callable, task: asyncio.Task | None) -> asyncio.Task:
+    """A task that cancels `task` when the client goes away; its result says whether it did."""
+
+    async def watch() -> bool:
+        message = await receive()
+        if message["type"] != "http.disconnect" or task is None:
+            return False
+        task.cancel()
+        return True
+
+    return asyncio.ensure_future(watch())
+
+
+class _RequestThread(ThreadPoolExecutor):
+    """The thread of one request's sync calls: started by the first one, if any."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="direct-view")
+        self.used = False
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        self.used = True
+        return super().submit(fn, *args, **kwargs)
 
 
 def _login_paths() -> frozenset[str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import posixpath
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import Any, TypeVar
 
 from catalog.models import ModelEntry
 from catalog.validators import local_model_roots
 from cluster.models import ClusterSettings, SparkHost
+from cluster.probe_http import ProbeHttpClient, run_on_probe_loop_soon
 from cluster.selectors import spark_head, spark_workers
 from cluster.ssh import SparkConnection, SshError, spark_connect
 from modelfiles.services import model_fit_check
@@ -35,6 +37,19 @@ from swaps.launch import (
 
 # vLLM's own default when the catalog leaves gpu_memory_utilization blank.
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+PORT_CHECK_TIMEOUT = 2.0
+
+R = TypeVar("R")
+
+
+def _on_nodes(nodes: list[str], call: Callable[[str], R]) -> list[R]:
+    """`call` for every node at once (each is a different Spark: one thread per extra node); results in order."""
+    if len(nodes) < 2:
+        return [call(node) for node in nodes]
+    with ThreadPoolExecutor(max_workers=len(nodes) - 1, thread_name_prefix="preflight-node") as pool:
+        futures = [pool.submit(call, node) for node in nodes[1:]]
+        first = call(nodes[0])
+        return [first, *(future.result() for future in futures)]
 
 
 @dataclass
@@ -133,6 +148,7 @@ def preflight_run(
         return report
     report.add("topology", True, ", ".join(f"{node.name} ({node.role})" for node in nodes))
     report.stop_nodes = list(nodes)
+    port = _start_port_check(nodes[0], cluster)  # answers while the SSH checks run
     try:
         for node in nodes:
             try:
@@ -170,7 +186,7 @@ def preflight_run(
             report.add("memory", True, "checked after the running container is stopped")
         else:
             memory_check(report, entry=entry, force=force, final=not keep_connections)
-        _check_port(report, nodes[0], cluster)
+        report.add("port", True, port.result())
     except SshError as exc:
         report.add("ssh", False, str(exc))
     finally:
@@ -245,11 +261,9 @@ def _check_launcher_config(
 
 def _check_container(report: PreflightReport) -> None:
     command = build_container_list_command(container=report.container)
-    running = []
-    for name, connection in report.connections.items():
-        result = connection.run(command, timeout=20)
-        if report.container in result.stdout.split():
-            running.append(name)
+    names = list(report.connections)
+    results = _on_nodes(names, lambda name: report.connections[name].run(command, timeout=20))
+    running = [name for name, result in zip(names, results, strict=True) if report.container in result.stdout.split()]
     report.running_on = running
     # The stop selects the swap's nodes plus any other worker where the container runs (a two-node model before).
     used = {node.name for node in report.stop_nodes}
@@ -272,8 +286,12 @@ def memory_check(report: PreflightReport, *, entry: ModelEntry, force: bool, fin
     pre-flight, before its stop): a shortfall is only noted, and the check runs again once memory has settled."""
     fraction = entry.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     all_ok = True
-    for node in report.nodes:
-        info = MemInfo.parse(report.connections[node.name].run(MEMINFO_COMMAND, timeout=10).stdout)
+    outputs = _on_nodes(
+        [node.name for node in report.nodes],
+        lambda name: report.connections[name].run(MEMINFO_COMMAND, timeout=10).stdout,
+    )
+    for node, output in zip(report.nodes, outputs, strict=True):
+        info = MemInfo.parse(output)
         if info is None:
             report.add(f"memory on {node.name}", True, "cannot read /proc/meminfo; not checked", warning=True)
             continue
@@ -317,9 +335,10 @@ def _check_local_path(report: PreflightReport, entry: ModelEntry) -> None:
             "VLLM_SPARK_EXTRA_DOCKER_ARGS unquoted",
         )
         return
-    for node in report.nodes:
-        name, connection = node.name, report.connections[node.name]
-        result = connection.run(build_realpath_command(path=entry.local_path), timeout=20)
+    command = build_realpath_command(path=entry.local_path)
+    names = [node.name for node in report.nodes]
+    results = _on_nodes(names, lambda name: report.connections[name].run(command, timeout=20))
+    for name, result in zip(names, results, strict=True):
         resolved = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
         if not result.ok or not resolved:
             report.add(f"local path on {name}", False, f"{entry.local_path} is not a directory on {name}")
@@ -334,9 +353,10 @@ def _check_local_path(report: PreflightReport, entry: ModelEntry) -> None:
 
 
 def _check_hf_cache(report: PreflightReport, entry: ModelEntry, cluster: ClusterSettings) -> None:
-    for node in report.nodes:
-        name, connection = node.name, report.connections[node.name]
-        result = connection.run(build_hf_cache_check_command(repo=entry.repo, cluster=cluster), timeout=20)
+    command = build_hf_cache_check_command(repo=entry.repo, cluster=cluster)
+    names = [node.name for node in report.nodes]
+    results = _on_nodes(names, lambda name: report.connections[name].run(command, timeout=20))
+    for name, result in zip(names, results, strict=True):
         if result.ok:
             report.add(f"HF cache on {name}", True, f"{entry.repo} is in the HF cache on {name}")
         else:
@@ -365,14 +385,26 @@ def _check_fit(report: PreflightReport, entry: ModelEntry, cluster: ClusterSetti
         report.add("fit", True, f"{entry.key} {estimate.detail()}", warning=not estimate.fits)
 
 
-def _check_port(report: PreflightReport, head: SparkHost, cluster: ClusterSettings) -> None:
-    url = f"http://{head.address}:{cluster.effective_vllm_port}/v1/models"
+def _start_port_check(head: SparkHost, cluster: ClusterSettings) -> Future[str]:
+    """What listens on the vLLM port of the head: a TCP connect (refused: free), then one `GET /v1/models` on it.
+
+    Started before the SSH checks and read after them, on the probe loop: no thread, no client to build."""
+    return run_on_probe_loop_soon(_port_detail(head.name, head.address, cluster.effective_vllm_port))
+
+
+async def _port_detail(name: str, address: str, port: int) -> str:
+    async with ProbeHttpClient(timeout=PORT_CHECK_TIMEOUT) as client:
+        try:
+            response = await client.get(f"http://{address}:{port}/v1/models")
+        except ConnectionRefusedError:
+            return f"port {port} on {name} is free"
+        except OSError as exc:  # TimeoutError among them: something holds the port without answering
+            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return f"port {port} on {name} is free"
+            return f"port {port} on {name} answers but not as vLLM ({type(exc).__name__})"
     try:
-        response = httpx.get(url, timeout=2.0)
-        names = [item.get("id") for item in response.json().get("data", [])]
-        detail = f"port {cluster.effective_vllm_port} on {head.name} serves {', '.join(map(str, names)) or 'nothing'}"
-    except httpx.ConnectError:
-        detail = f"port {cluster.effective_vllm_port} on {head.name} is free"
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        detail = f"port {cluster.effective_vllm_port} on {head.name} answers but not as vLLM ({type(exc).__name__})"
-    report.add("port", True, detail)
+        document = response.json()
+        names = [item.get("id") for item in document.get("data", [])]
+    except (ValueError, AttributeError, TypeError) as exc:
+        return f"port {port} on {name} answers but not as vLLM ({type(exc).__name__})"
+    return f"port {port} on {name} serves {', '.join(map(str, names)) or 'nothing'}"

@@ -76,6 +76,26 @@ async def async_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(_aparts(), content_type="text/plain")
 
 
+endless_closed: list[bool] = []
+
+
+async def _endless() -> AsyncIterator[bytes]:
+    try:
+        while True:
+            yield b"data: token\n\n"
+            await asyncio.sleep(0.01)
+    finally:
+        endless_closed.append(True)
+
+
+async def direct_endless_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """An answer that never ends, served without the middleware chain (as the /v1/ gateway's streams)."""
+    return StreamingHttpResponse(_endless(), content_type="text/event-stream")
+
+
+direct_endless_stream.serve_without_middleware = True  # type: ignore[attr-defined]
+
+
 def _record_connection() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -174,4 +194,5 @@ urlpatterns = [
     path("async/500/", async_500),
     path("sync/lookup/", sync_lookup_error),
     path("api/echo/", sync_form),
+    path("direct/endless/", direct_endless_stream),
 ]

@@ -387,3 +387,72 @@ def test_the_project_routes_answer_alike(model_factory):
     login = answers["GET /admin/login/?next=/admin/"]
     assert b'name="csrfmiddlewaretoken" value="<random>"' in login.body
     assert any(value.startswith(b"csrftoken=<random>;") for name, value in login.messages[0]["headers"])
+
+
+def test_gateway_routes_served_without_the_middleware_chain_answer_alike(model_factory):
+    """The /v1/ views are called without the middleware chain (`serve_without_middleware`) when a request has an
+    Authorization header: the same answers, headers in the same order, signals and host check as through
+    Django's handler and the whole chain (without the header, both run the chain: a session may be read)."""
+    from accounts.tokens import apitoken_create
+
+    model_factory("tiny", repo="sim/tiny-model")
+    _, token = apitoken_create(name="conformance-inference", scope="inference")
+    bearer = (b"authorization", f"Bearer {token}".encode())
+    json_body = (b"content-type", b"application/json")
+    cases = [
+        Case("/v1/models", label="no token"),
+        Case("/v1/models", headers=(bearer,), label="models"),
+        Case("/v1/models", headers=(bearer,), host=b"evil.example", label="bad host"),
+        Case("/v1/chat/completions", label="wrong method"),
+        Case(
+            "/v1/chat/completions",
+            method="POST",
+            headers=(bearer, json_body),
+            body=(b'{"model": "no-such-model", "messages": []}',),
+            label="unknown model",
+        ),
+        Case("/v1/chat/completions", method="POST", headers=(bearer, json_body), body=(b"{",), label="bad JSON"),
+    ]
+    answers = _assert_alike(_run(cases))
+    assert {key: outcome.status for key, outcome in answers.items()} == {
+        "no token": 401,
+        "models": 200,
+        "bad host": 400,
+        "wrong method": 405,
+        "unknown model": 404,
+        "bad JSON": 400,
+    }
+    headers = {name.lower(): value for name, value in answers["models"].messages[0]["headers"]}
+    assert headers[b"content-security-policy"].startswith(b"default-src 'self'")
+    assert headers[b"x-frame-options"] == b"DENY" and b"content-length" in headers
+
+
+def test_a_view_served_without_the_chain_ends_when_its_client_goes_away():
+    """As Django's handler does: the client's disconnect cancels the view, and its endless answer is closed."""
+    conformance_site.endless_closed.clear()
+    case = Case("/direct/endless/", headers=((b"authorization", b"Bearer x"),))
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        handler = PooledSyncHandler(threads=1, async_handler=ASGIHandler())
+        incoming = [{"type": "http.request", "body": b"", "more_body": False}]
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if len(sent) == 3:
+                gone.set()
+
+        await asyncio.wait_for(handler(_scope(case), receive, send), timeout=10)
+
+    with override_settings(**SITE_SETTINGS, MIDDLEWARE=_site_middleware()):
+        asyncio.run(main())
+    assert sent[0]["status"] == 200
+    assert 3 <= len(sent) < 10
+    assert conformance_site.endless_closed == [True]
