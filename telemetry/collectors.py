@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import httpx
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.models import SparkHost
+from cluster.probe_http import ProbeHttpClient
 from cluster.probes import ProbeClients
 
 # One command per Spark and sample, without a login shell (see cluster/ssh.py). On the GB10 (unified memory)
@@ -224,13 +224,13 @@ class EngineTarget:
     base_url: str
 
 
-async def _engine(client: httpx.AsyncClient, target: EngineTarget) -> EngineLoad | None:
+async def _engine(client: ProbeHttpClient, target: EngineTarget) -> EngineLoad | None:
     try:
         response = await client.get(f"{target.base_url}/metrics")
         if response.status_code != 200:
             return None
         return parse_engine_metrics(response.text)
-    except (httpx.HTTPError, OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError):  # ProbeHttpError and timeouts are OSErrors
         return None
 
 
@@ -255,7 +255,7 @@ async def _gather(engines: list[EngineTarget], hosts: list[SparkHost], *, timeou
         async with ProbeClients(timeout=timeout) as clients:
             engine_tasks = [asyncio.ensure_future(_engine(clients.for_url(t.base_url), t)) for t in engines]
             pending = [*engine_tasks, *node_futures]
-            # One deadline for everything (httpx's timeouts are per phase: a slow-drip server would outlast them).
+            # One deadline for everything (per-phase timeouts: a slow-drip server would outlast them).
             done = (await asyncio.wait(pending, timeout=timeout))[0] if pending else set()
             for task in engine_tasks:
                 if task not in done:

@@ -17,7 +17,7 @@ from django_tasks_db.models import DBTaskResult
 
 from audit.models import AuditEntry
 from cluster.models import RestartState, Role, Service, ServiceRestart, SparkHost
-from cluster.probes import ProbeTarget, probe_service
+from cluster.probes import ProbeTarget, probe_client, probe_service
 from cluster.restarts import service_restart_run
 from coordination.services import lock_acquire
 from realtime.broadcast import DASHBOARD_GROUP
@@ -197,7 +197,7 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         async def loop() -> None:
-            async with httpx.AsyncClient(timeout=1.0) as client:
+            async with probe_client(size=1, timeout=1.0) as client:
                 while not self.stop.is_set():
                     outcome = await probe_service(client, self.target, timeout=1.0)
                     if not self.seen or self.seen[-1] != outcome.status:

@@ -43,6 +43,10 @@ def _swap_watched(model_key: str, reader) -> tuple[Swap, list[dict], list[dict]]
             statuses.append(active["progress"])
         time.sleep(0.02)
     runner.join()
+    # The last write (the ready state with its final progress) may land after the last poll above.
+    body = reader.get(f"/api/swap/{swap.id}").json()
+    if body["progress"] is not None and (not seen or seen[-1] != body["progress"]):
+        seen.append(body["progress"])
     swap.refresh_from_db()
     return swap, seen, statuses
 
