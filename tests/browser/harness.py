@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from testkit.service import Service
+from testkit.service import Service, free_port
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "browser-admin-pw-4c1e"
@@ -43,6 +43,7 @@ class Server:
     admin_token: str = ""
 
     def __post_init__(self) -> None:
+        self.port = free_port()  # known before the service starts: its own /v1 address is part of its settings
         self.service = Service(
             self.tmp,
             env={
@@ -59,7 +60,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return self.service.procs["web"].url
+        return f"http://127.0.0.1:{self.port}"
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def start(self) -> Server:
@@ -97,10 +98,10 @@ class Server:
         self.operate_token = self.service.token("browser-operate", "operate")
         self.admin_token = self.service.token("browser-admin", "admin")
         if self.worker_process:
-            web = self.service.serve("web", worker=False, wait=False)
+            web = self.service.serve("web", worker=False, wait=False, port=self.port)
             self.service.wait_ready(web, self.service.db_worker("worker", wait=False))
         else:
-            self.service.serve("web")
+            self.service.serve("web", port=self.port)
         return self
 
     def run(self, code: str, timeout: float = 120) -> None:

@@ -1,6 +1,7 @@
 """`manage.py swap MODEL --wait` through the real task path: enqueue on commit, the worker wakes, the runner runs."""
 
 import os
+import re
 import threading
 import time
 
@@ -65,7 +66,10 @@ def test_swap_command_draws_a_progress_bar_on_a_terminal(topology, model_factory
     os.close(controller)
     shown = b"".join(chunks).decode()
     assert "[ready]" in shown and "ready in" in shown
-    assert "\r\x1b[K[..............................]   0% starting the engine · first load" in shown
+    # Bars redrawn in place (the line cleared first), never going back; which phase the first one shows depends on
+    # how fast the engine started.
+    percents = [int(percent) for percent in re.findall(r"\r\x1b\[K\[[#.]{30}\]\s+(\d+)% ", shown)]
+    assert percents and percents == sorted(percents), shown
     assert "% capturing CUDA graphs" in shown
     assert "progress: " not in shown  # the bar replaces the progress events' lines
 
