@@ -40,7 +40,7 @@ def test_gateway_load_moves_the_load_charts(dashboard, clean, artifacts):
     head = clean.sim.head.name
     swap = clean.swap_start("tiny")
     assert clean.swap_wait(swap["id"])["state"] == "ready"
-    token = clean.token("load-inference", "inference")
+    token = clean.service.token("load-inference", "inference")
     page.wait_for_selector("#load[data-state=ok] .load-chart[data-chart=requests]")
     _wait(page, lambda: _figure(page, "requests", "running", head) == 0, "an idle head")
     assert page.locator("#load .load-swaps").inner_text().count("Swap to tiny") >= 1

@@ -62,7 +62,7 @@ def speech(clean: Server) -> Iterator[int]:
         except httpx.HTTPError:
             assert time.monotonic() < deadline, "the fake speech service never listened"
             time.sleep(0.1)
-    overrides = Path(clean.env["SPARKCONTROL_DATA_DIR"]) / "services-overrides.yaml"
+    overrides = clean.service.data_dir / "services-overrides.yaml"
     _sync(
         clean,
         overrides,
