@@ -43,6 +43,7 @@ from actions.models import (
     WhenLocked,
 )
 from audit.services import audit_record
+from cluster.schedule import tick_results_prune
 from realtime.broadcast import broadcast_on_commit
 
 logger = logging.getLogger(__name__)
@@ -385,14 +386,9 @@ def actions_tick(*, chain: bool) -> str:
 
 
 def _prune_tick_results(*, now: datetime) -> None:
-    """Ticks run all the time: keep their finished task rows for a while, not for ever."""
-    from django_tasks_db.models import DBTaskResult
-
     from actions.tasks import actions_tick as tick_task
 
-    DBTaskResult.objects.filter(
-        task_path=tick_task.module_path, status="SUCCESSFUL", finished_at__lt=now - TICK_RESULTS_KEPT
-    ).delete()
+    tick_results_prune(task_path=tick_task.module_path, now=now, kept=TICK_RESULTS_KEPT)
 
 
 def actions_runs_prune(*, keep: int = RUNS_KEPT) -> int:

@@ -115,18 +115,22 @@ def _tick_lost(*, sweep: str, due: str | None, now: datetime) -> str:
     return f"{sweep}: not due until {lease.next_due.isoformat()}, re-queued"
 
 
-def _prune_tick_results(*, now: datetime) -> None:
-    """Ticks run every few seconds forever: keep their finished task rows for a while, not for ever."""
+def tick_results_prune(
+    *, task_path: str, now: datetime, kept: timedelta = TICK_RESULTS_KEPT, failed_kept: timedelta | None = None
+) -> None:
+    """A periodic tick (probe sweeps, load samples, scheduled actions) runs every few seconds for ever: keep its
+    finished task rows for a while, not for ever; failed ones longer (`failed_kept`; None keeps them for good)."""
     from django_tasks_db.models import DBTaskResult
 
+    DBTaskResult.objects.filter(task_path=task_path, status="SUCCESSFUL", finished_at__lt=now - kept).delete()
+    if failed_kept is not None:
+        DBTaskResult.objects.filter(task_path=task_path, status="FAILED", finished_at__lt=now - failed_kept).delete()
+
+
+def _prune_tick_results(*, now: datetime) -> None:
     from cluster.tasks import probe_sweep_tick
 
-    DBTaskResult.objects.filter(
-        task_path=probe_sweep_tick.module_path, status="SUCCESSFUL", finished_at__lt=now - TICK_RESULTS_KEPT
-    ).delete()
-    DBTaskResult.objects.filter(
-        task_path=probe_sweep_tick.module_path, status="FAILED", finished_at__lt=now - FAILED_TICK_RESULTS_KEPT
-    ).delete()
+    tick_results_prune(task_path=probe_sweep_tick.module_path, now=now, failed_kept=FAILED_TICK_RESULTS_KEPT)
 
 
 def _summary(report: SweepReport) -> str:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from cluster.schedule import tick_results_prune
 from telemetry.models import LoadLease
 from telemetry.services import load_sample_period, load_sample_take, load_sampling_enabled
 
@@ -87,17 +88,11 @@ def _tick_lost(*, due: str | None, now: datetime) -> str:
 
 
 def _prune_tick_results(*, now: datetime) -> None:
-    """A tick every few seconds for ever: keep the finished task rows for a while, not for ever."""
-    from django_tasks_db.models import DBTaskResult
-
     from telemetry.tasks import load_sample_tick
 
-    DBTaskResult.objects.filter(
-        task_path=load_sample_tick.module_path, status="SUCCESSFUL", finished_at__lt=now - TICK_RESULTS_KEPT
-    ).delete()
-    DBTaskResult.objects.filter(
-        task_path=load_sample_tick.module_path, status="FAILED", finished_at__lt=now - FAILED_TICK_RESULTS_KEPT
-    ).delete()
+    tick_results_prune(
+        task_path=load_sample_tick.module_path, now=now, kept=TICK_RESULTS_KEPT, failed_kept=FAILED_TICK_RESULTS_KEPT
+    )
 
 
 def load_sampling_revive(*, now: datetime | None = None) -> bool:
