@@ -499,8 +499,8 @@ class SwapRunner:
     def _log_after_ready(self) -> None:
         """Record the start-up lines still on their way: readiness is often seen (the port accepts) before the log
         follower has delivered the API server's last lines. Bounded, after the row is ready; never fails the swap."""
-        if self.log_lines is None:
-            return
+        if self.log_lines is None or any(STARTED_LINE.search(line) for line in self.tail):
+            return  # the last start-up line is in already: what follows is request logs, not start-up
         pending: list[tuple[str, str]] = []
         try:
             self._drain_log(pending, LOG_AFTER_READY_SECONDS, until=STARTED_LINE)
