@@ -110,19 +110,26 @@ def _scope(case: Case) -> dict[str, Any]:
 
 
 # Normalised, and why: the CSRF token is random per response (a new cookie, and a newly masked form field), so
-# its value alone may differ between the two answers. Nothing else is: neither handler adds a Date (the server
-# does), and the pooled handler must keep the header order Django's gives.
+# its value alone may differ between the two answers; and the clock moves between them, so an HTTP date (the
+# Expires header of a never-cached page, a cookie's expiry) may be a second apart. Nothing else is: neither
+# handler adds a Date (the server does), and the pooled handler must keep the header order Django's gives.
 CSRF_COOKIE = re.compile(rb"^(csrftoken=)[A-Za-z0-9]+(;.*)$")
 CSRF_FIELD = re.compile(rb'(name="csrfmiddlewaretoken" value=")[A-Za-z0-9]+(")')
+HTTP_DATE = re.compile(rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+
+
+def _normalised_header(name: bytes, value: bytes) -> bytes:
+    if name.lower() == b"set-cookie":
+        value = CSRF_COOKIE.sub(rb"\1<random>\2", value)
+    if name.lower() in (b"set-cookie", b"expires"):
+        value = HTTP_DATE.sub(b"<date>", value)
+    return value
 
 
 def _normalised(message: dict[str, Any]) -> dict[str, Any]:
     message = dict(message)
     if message["type"] == "http.response.start":
-        message["headers"] = [
-            (name, CSRF_COOKIE.sub(rb"\1<random>\2", value) if name.lower() == b"set-cookie" else value)
-            for name, value in message["headers"]
-        ]
+        message["headers"] = [(name, _normalised_header(name, value)) for name, value in message["headers"]]
     elif "body" in message:
         message["body"] = CSRF_FIELD.sub(rb"\1<random>\2", message["body"])
     return message
