@@ -16,7 +16,8 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEntry
 from coordination.models import SwapLock
-from coordination.services import LockHeld, lock_acquire, lock_gate
+from coordination.selectors import lock_status
+from coordination.services import LockHeld, lock_acquire, lock_gate, lock_release
 from realtime.broadcast import DASHBOARD_GROUP
 
 pytestmark = pytest.mark.django_db
@@ -391,3 +392,21 @@ def test_admin_shows_the_lock_without_its_token_and_can_force_release_it(staff_c
     lock = SwapLock.objects.get()
     assert lock.holder == "" and lock.forced is True and lock.epoch == 1
     assert AuditEntry.objects.get(action="lock.force_release").actor == "staff"
+
+
+def _orm_fields(lock: SwapLock | None) -> dict | None:
+    return None if lock is None else {f.attname: getattr(lock, f.attname) for f in SwapLock._meta.concrete_fields}
+
+
+def test_the_compiled_lock_read_matches_the_orm():
+    """`lock_status` reads the row through SQL compiled once: every field (datetimes, booleans) as the ORM gives it,
+    before the first grant, while held and after a forced release."""
+    from coordination.selectors import _lock_read
+
+    assert _lock_read.read() is None and _orm_fields(SwapLock.objects.first()) is None
+    lock_acquire(holder="compiled-read", ttl_seconds=60, actor="test")
+    assert _orm_fields(_lock_read.read()) == _orm_fields(SwapLock.objects.get())
+    assert lock_status()["holder"] == "compiled-read" and lock_status()["remaining_s"] > 59
+    lock_release(token=None, force=True, actor="test")
+    released = _lock_read.read()
+    assert _orm_fields(released) == _orm_fields(SwapLock.objects.get()) and released.forced is True

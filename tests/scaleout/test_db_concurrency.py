@@ -68,6 +68,17 @@ def test_simultaneous_swap_requests_take_the_slot_once(model_factory):
     assert [t.args_kwargs["args"] for t in tasks] == [[str(accepted[0].id)]]
 
 
+def test_the_compiled_lock_read_matches_the_orm_on_postgres():
+    """The lock read's SQL compiled once (coordination.selectors) gives the ORM's row on Postgres too."""
+    from coordination.selectors import _lock_read
+
+    fields = [f.attname for f in SwapLock._meta.concrete_fields]
+    assert _lock_read.read() is None
+    lock_acquire(holder="compiled-read", ttl_seconds=60, actor="test")
+    read, orm = _lock_read.read(), SwapLock.objects.get()
+    assert {f: getattr(read, f) for f in fields} == {f: getattr(orm, f) for f in fields}
+
+
 def test_simultaneous_lock_acquires_grant_once():
     def acquire(index: int) -> bool:
         _, created = lock_acquire(holder=f"cron-{index}", ttl_seconds=60, actor=f"token:cron-{index}")
