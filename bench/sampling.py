@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, clean_env, summary, tree_cpu_seconds
+from bench.common import PYTHON, ROOT, summary, tree_cpu_seconds
 from bench.net import HttpConnection, build_request
+from testkit.service import clean_env
 
 
 def _log(message: str) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.api import run_reads
-from bench.common import PYTHON, ROOT, clean_env, free_port, machine, spawn, tree_cpu_seconds, wait_port
+from bench.common import PYTHON, ROOT, machine, tree_cpu_seconds, wait_port
+from testkit.service import clean_env, free_port, spawn
 
 THREADS = 16
 
