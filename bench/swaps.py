@@ -159,10 +159,26 @@ def post_swap(harness: Harness, model: str, *, dry_run: bool = False) -> tuple[s
     return response.json()["id"], sent, received
 
 
-def idle_cluster(harness: Harness) -> None:
-    """Nothing running on the nodes, so every measured swap starts from the same place."""
+def idle_cluster(harness: Harness, *, settle_timeout: float = 15.0) -> None:
+    """Nothing running on the nodes and their memory back, so every measured swap starts from the same place.
+
+    The simulated Sparks give a stopped container's memory back over a second and a half, as a GB10 does over
+    seconds; a swap posted before that finds memory short at pre-flight and rightly waits for it to settle after
+    its stop. An idle cluster is one whose memory has come back: a swap onto it is what M6 measures (a swap that
+    replaces a running model, settle included, is the "replacing" figure).
+    """
     harness.sim.stop_containers()
     wait_port_closed(harness.sim.vllm_port)
+    names = [node.name for node in harness.sim.nodes]
+    deadline = time.monotonic() + settle_timeout
+    last = {name: harness.sim.mem_available_kb(name) for name in names}
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = {name: harness.sim.mem_available_kb(name) for name in names}
+        if now == last:
+            return
+        last = now
+    raise BenchError(f"the simulated nodes' memory kept moving for {settle_timeout:g} s after the stop: {last}")
 
 
 def one_swap(harness: Harness, *, model: str, rng: random.Random, replace: bool = False) -> SwapSample:
@@ -399,9 +415,11 @@ class FloorReplay:
         import socket
 
         from swaps.launch import (
+            CLOCK_COMMAND,
+            MEMINFO_COMMAND,
+            build_capabilities_command,
             build_check_config_command,
             build_container_list_command,
-            build_help_command,
             build_hf_cache_check_command,
             build_stop_command,
         )
@@ -411,7 +429,7 @@ class FloorReplay:
         idle_cluster(harness)
         started = time.time()
         listing = build_container_list_command(container=cluster.effective_container)
-        self.head.run(build_help_command(cluster=cluster))
+        self.head.run(build_capabilities_command(cluster=cluster))
         self.head.run(
             build_check_config_command(
                 entry=self.entry, cluster=cluster, nodes=self.nodes, capabilities=self.capabilities
@@ -419,10 +437,12 @@ class FloorReplay:
         )
         self._on_all(listing)
         self._on_all(build_hf_cache_check_command(repo=self.entry.repo, cluster=cluster))
+        self._on_all(MEMINFO_COMMAND)
         checked = time.time()
         self.head.run(build_stop_command(cluster=cluster, nodes=self.nodes, capabilities=self.capabilities))
         self._on_all(listing)
         stopped = time.time()
+        self._on_all(CLOCK_COMMAND)  # each node's clock, read for the log's --since
         self.head.run(self.launch.command)
         launched = time.time()
         while True:
