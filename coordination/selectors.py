@@ -39,32 +39,41 @@ def lock_view(*, lock: SwapLock | None, at: datetime) -> dict[str, Any]:
 
 
 class _CompiledLockRead:
-    """The lock row's SELECT, compiled by the ORM once per database vendor and then only executed.
+    """The lock row's SELECT (and its SELECT ... FOR UPDATE), compiled by the ORM once per database vendor and then
+    only executed.
 
-    `GET /api/swap/lock` is the API's most frequent read (every cron and agent polls it), and building the query
-    (clone, filter, compile, converters) was ~40 % of its CPU, the SQL itself a few percent. The SQL, the column
-    order and the value converters (SQLite's datetimes and booleans) are the ORM's own; only their reuse is ours.
+    `GET /api/swap/lock` is the API's most frequent read (every cron and agent polls it), and a refused acquire (423)
+    is the most frequent write attempt; building the query (clone, filter, compile, converters) was ~40 % of the
+    read's CPU, the SQL itself a few percent. The SQL, the column order and the value converters (SQLite's
+    datetimes and booleans) are the ORM's own; only their reuse is ours.
     """
 
+    Compiled = tuple[str, tuple[Any, ...], list[str], list[tuple[int, list[Any], Any]]]
+
     def __init__(self) -> None:
-        self._compiled: dict[str, tuple[str, tuple[Any, ...], list[str], list[tuple[int, list[Any], Any]]]] = {}
+        self._compiled: dict[tuple[str, str, bool], _CompiledLockRead.Compiled] = {}
         self._guard = threading.Lock()
 
-    def _compile(self, alias: str) -> tuple[str, tuple[Any, ...], list[str], list[tuple[int, list[Any], Any]]]:
-        query = SwapLock.objects.using(alias).filter(pk=SwapLock.SINGLETON_ID).order_by()[:1].query
-        compiler = query.get_compiler(using=alias)
+    def _compile(self, alias: str, for_update: bool) -> Compiled:
+        rows = SwapLock.objects.using(alias).filter(pk=SwapLock.SINGLETON_ID).order_by()
+        if for_update:
+            rows = rows.select_for_update()
+        compiler = rows[:1].query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
         columns = [column.target.attname for column, _, _ in compiler.select]
         converters = compiler.get_converters([column for column, _, _ in compiler.select])
         return sql, tuple(params), columns, [(pos, funcs, expr) for pos, (funcs, expr) in converters.items()]
 
-    def read(self, alias: str = DEFAULT_DB_ALIAS) -> SwapLock | None:
+    def read(self, *, alias: str = DEFAULT_DB_ALIAS, for_update: bool = False) -> SwapLock | None:
+        """The lock row, or None before the first grant; `for_update` locks it until the transaction ends."""
         connection = connections[alias]
-        key = f"{alias}:{connection.vendor}"
+        if for_update and not connection.in_atomic_block:
+            raise transaction.TransactionManagementError("the lock row is read for update only inside a transaction")
+        key = (alias, connection.vendor, for_update)
         compiled = self._compiled.get(key)
         if compiled is None:
             with self._guard:
-                compiled = self._compiled.setdefault(key, self._compile(alias))
+                compiled = self._compiled.setdefault(key, self._compile(alias, for_update))
         sql, params, columns, converters = compiled
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -81,6 +90,11 @@ class _CompiledLockRead:
 _lock_read = _CompiledLockRead()
 
 
+def lock_row(*, for_update: bool = False) -> SwapLock | None:
+    """The lock row (None before the first grant); `for_update` (inside a transaction) locks it until the end."""
+    return _lock_read.read(for_update=for_update)
+
+
 def lock_status() -> dict[str, Any]:
     """The lock as it stands now (free with epoch 0 when it was never granted)."""
     return lock_view(lock=_lock_read.read(), at=clock.now())
@@ -92,10 +106,7 @@ def lock_refusal() -> str | None:
     Inside a transaction the lock row stays locked until it ends, so no grant slips in between the check and the
     change it guards.
     """
-    rows = SwapLock.objects.filter(pk=SwapLock.SINGLETON_ID)
-    if transaction.get_connection().in_atomic_block:
-        rows = rows.select_for_update()
-    lock = rows.first()
+    lock = _lock_read.read(for_update=transaction.get_connection().in_atomic_block)
     if lock is None or not lock.is_held(clock.now()):
         return None
     return f"the swap lock is held by {lock.holder!r} until {lock.expires_at.isoformat()}"

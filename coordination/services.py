@@ -41,7 +41,7 @@ from coordination.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from coordination.selectors import lock_view, schedule_view
+from coordination.selectors import lock_row, lock_view, schedule_view
 from coordination.tasks import webhook_deliver
 from coordination.webhooks import TargetRefused, webhook_target_resolve, webhook_url_check, webhook_url_redacted
 from realtime.broadcast import broadcast_on_commit
@@ -103,7 +103,7 @@ def _token_matches(lock: SwapLock, token: str | None) -> bool:
 
 def _lock_for_update() -> SwapLock:
     """The lock row, locked until the transaction ends; created (free, epoch 0) on first use."""
-    lock = SwapLock.objects.select_for_update().filter(pk=SwapLock.SINGLETON_ID).first()
+    lock = lock_row(for_update=True)
     if lock is None:
         # ON CONFLICT DO NOTHING: two first-ever writers both end up locking the same single row.
         SwapLock.objects.bulk_create([SwapLock(pk=SwapLock.SINGLETON_ID)], ignore_conflicts=True)
@@ -161,7 +161,7 @@ def lock_release(*, token: str | None, force: bool, actor: str) -> bool:
     Raises LockTokenMismatch for a held lock without its token and without force. The epoch stays.
     """
     with transaction.atomic():
-        lock = SwapLock.objects.select_for_update().filter(pk=SwapLock.SINGLETON_ID).first()
+        lock = lock_row(for_update=True)
         at = clock.now()
         if lock is None or not lock.is_held(at):
             return False
@@ -185,7 +185,7 @@ def lock_release_held_by(*, holder: str, actor: str) -> bool:
     Raises LockHeld if someone else holds it: taking a lock from its holder is a force-release. The epoch stays.
     """
     with transaction.atomic():
-        lock = SwapLock.objects.select_for_update().filter(pk=SwapLock.SINGLETON_ID).first()
+        lock = lock_row(for_update=True)
         at = clock.now()
         if lock is None or not lock.is_held(at):
             return False
@@ -208,7 +208,7 @@ def lock_gate(*, token: str | None, force: bool, actor: str) -> int:
     """
     if not transaction.get_connection().in_atomic_block:
         raise TransactionManagementError("lock_gate must run inside the transaction that creates the swap")
-    lock = SwapLock.objects.select_for_update().filter(pk=SwapLock.SINGLETON_ID).first()
+    lock = lock_row(for_update=True)
     if lock is None:
         return 0
     at = clock.now()

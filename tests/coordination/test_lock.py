@@ -410,3 +410,5 @@ def test_the_compiled_lock_read_matches_the_orm():
     lock_release(token=None, force=True, actor="test")
     released = _lock_read.read()
     assert _orm_fields(released) == _orm_fields(SwapLock.objects.get()) and released.forced is True
+    with transaction.atomic():
+        assert _orm_fields(_lock_read.read(for_update=True)) == _orm_fields(released)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
@@ -77,6 +77,11 @@ def test_the_compiled_lock_read_matches_the_orm_on_postgres():
     lock_acquire(holder="compiled-read", ttl_seconds=60, actor="test")
     read, orm = _lock_read.read(), SwapLock.objects.get()
     assert {f: getattr(read, f) for f in fields} == {f: getattr(orm, f) for f in fields}
+    with transaction.atomic():
+        locked = _lock_read.read(for_update=True)
+        assert {f: getattr(locked, f) for f in fields} == {f: getattr(orm, f) for f in fields}
+    compiled_for_update = [sql for (_, _, for_update), (sql, *_) in _lock_read._compiled.items() if for_update]
+    assert compiled_for_update and "FOR UPDATE" in compiled_for_update[0]
 
 
 def test_simultaneous_lock_acquires_grant_once():
