@@ -70,6 +70,10 @@ class EdgeRequest(WebRequest):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Twisted parses a POSTed form or multipart body into `request.args` by default (a Content-Type parse through
+        # the email package on every POST with a body, a whole multipart parse on every upload, and its own bare 400
+        # when that fails). daphne hands the raw body to the application and never reads `args`.
+        self._parsePOSTFormSubmission = False
         self.edge_state = "open"  # "checking" while credentials are checked, "refused" once answered here
         self.edge_path = ""
         self.edge_limit: int | None = None
