@@ -19,6 +19,20 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
+        # The embedded layer can hand group messages to this socket directly (one delivery task for every socket
+        # of the process instead of a wake-up of each consumer); the Redis layer cannot, and queues them.
+        receiver_add = getattr(self.channel_layer, "receiver_add", None)
+        if receiver_add is not None:
+            receiver_add(self.channel_name, self.dashboard_message)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (a disconnect, an error, the server cancelling it), its receiver goes.
+            receiver_discard = getattr(getattr(self, "channel_layer", None), "receiver_discard", None)
+            if receiver_discard is not None:
+                receiver_discard(self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)

@@ -42,3 +42,112 @@ async def test_expired_messages_drop_their_channel_from_the_group():
     await asyncio.sleep(0.1)
     await layer.group_send("dashboard", {"type": "dashboard.message", "text": "fresh"})
     assert channel not in layer.groups.get("dashboard", {})
+
+
+async def test_a_direct_receiver_takes_group_messages_in_order_and_queued_members_still_get_theirs():
+    layer = SharedMessageInMemoryChannelLayer()
+    direct, queued = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("dashboard", direct)
+    await layer.group_add("dashboard", queued)
+    taken: list[str] = []
+
+    async def receiver(message: dict) -> None:
+        taken.append(message["text"])
+
+    layer.receiver_add(direct, receiver)
+    for text in ("one", "two", "three"):
+        await layer.group_send("dashboard", {"type": "dashboard.message", "text": text})
+    assert direct not in layer.channels  # nothing was queued for the direct member
+    assert [(await layer.receive(queued))["text"] for _ in range(3)] == ["one", "two", "three"]
+    await asyncio.sleep(0)
+    assert taken == ["one", "two", "three"]
+
+
+async def test_a_failing_receiver_does_not_cost_the_others_their_message():
+    layer = SharedMessageInMemoryChannelLayer()
+    broken, working = await layer.new_channel(), await layer.new_channel()
+    taken: list[str] = []
+
+    async def fail(message: dict) -> None:
+        raise ConnectionError("gone")
+
+    async def take(message: dict) -> None:
+        taken.append(message["text"])
+
+    for channel, receiver in ((broken, fail), (working, take)):
+        await layer.group_add("dashboard", channel)
+        layer.receiver_add(channel, receiver)
+    await layer.group_send("dashboard", {"type": "dashboard.message", "text": "hello"})
+    await asyncio.sleep(0)
+    assert taken == ["hello"]
+
+
+async def test_a_discarded_receiver_gets_nothing_more():
+    layer = SharedMessageInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add("dashboard", channel)
+    taken: list[str] = []
+
+    async def take(message: dict) -> None:
+        taken.append(message["text"])
+
+    layer.receiver_add(channel, take)
+    layer.receiver_discard(channel)
+    await layer.group_discard("dashboard", channel)
+    await layer.group_send("dashboard", {"type": "dashboard.message", "text": "late"})
+    await asyncio.sleep(0)
+    assert taken == []
+
+
+def test_a_send_from_another_thread_is_delivered_on_the_receivers_loop():
+    import threading
+
+    layer = SharedMessageInMemoryChannelLayer()
+    loop = asyncio.new_event_loop()
+    delivered_on: list[int] = []
+    done = threading.Event()
+
+    async def take(message: dict) -> None:
+        delivered_on.append(threading.get_ident())
+        done.set()
+
+    async def subscribe() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add("dashboard", channel)
+        layer.receiver_add(channel, take)
+
+    loop.run_until_complete(subscribe())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run(layer.group_send("dashboard", {"type": "dashboard.message", "text": "from a worker"}))
+        assert done.wait(5)
+        assert delivered_on == [thread.ident]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.mark.django_db(transaction=True)  # Channels closes old database connections around a consumer's handlers
+async def test_a_dashboard_socket_takes_broadcasts_directly_and_its_receiver_goes_with_it():
+    from types import SimpleNamespace
+
+    from channels.layers import get_channel_layer
+    from channels.testing import WebsocketCommunicator
+
+    from realtime.broadcast import DASHBOARD_GROUP
+    from realtime.consumers import DashboardConsumer
+
+    layer = get_channel_layer()
+    communicator = WebsocketCommunicator(DashboardConsumer.as_asgi(), "/ws/swaps/")
+    communicator.scope["user"] = SimpleNamespace(is_authenticated=True)
+    connected, _ = await communicator.connect()
+    assert connected
+    (channel,) = layer.groups[DASHBOARD_GROUP]
+    assert channel in layer._receivers
+    await layer.group_send(DASHBOARD_GROUP, {"type": "dashboard.message", "text": '{"kind": "lock"}'})
+    assert await communicator.receive_json_from(timeout=2) == {"kind": "lock"}
+    await communicator.disconnect()
+    assert channel not in layer._receivers
+    assert DASHBOARD_GROUP not in layer.groups
