@@ -85,27 +85,21 @@ class EdgeRequest(WebRequest):
                 pass
         super().setResponseCode(code, message)
 
-    def write(self, data: bytes) -> None:
+    def handle_reply(self, message: dict[str, Any]) -> None:
         """Twisted buffers what a request writes and sends it when the loop next finds the socket writable: per
-        answer, a writer registered and removed again (two epoll calls) and one more pass of the loop. An answer
-        with a Content-Length goes out at once instead, from here, when nothing is queued before it; the part the
-        socket does not take waits for writability as before. Chunked (streamed) bodies keep Twisted's way."""
+        answer, a writer registered and removed again (two epoll calls) and one more pass of the loop. The last
+        message of an answer is sent at once instead, from here, when nothing is queued before it; what the socket
+        does not take, and a connection closing after the answer, are left to Twisted as before."""
         transport = self.channel.transport if self.channel is not None else None
-        if not _eager(transport):
-            super().write(data)
+        if message.get("type") != "http.response.body" or message.get("more_body", False) or not _eager(transport):
+            super().handle_reply(message)
             return
-        transport.startWriting = _discard  # shadows the method for this write: nothing is registered yet
+        transport.startWriting = _discard  # shadows the method while the answer is written: nothing registered
         try:
-            super().write(data)
+            super().handle_reply(message)
         finally:
             del transport.startWriting
-        if self.chunked:
-            transport.startWriting()
-            return
-        failed = transport.doWrite() if transport._tempDataBuffer else None
-        if failed or transport.offset < len(transport.dataBuffer) or transport._tempDataBuffer:
-            # Unsent data, or an error the reactor handles (it calls doWrite again, which reports it again).
-            transport.startWriting()
+        _flush(transport)
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
         super().gotLength(length)
@@ -205,7 +199,7 @@ def _discard(*args: Any) -> None:
 
 
 def _eager(transport: Any) -> bool:
-    """Whether a request's answer may be sent at once: a plain TCP connection, open, with nothing queued."""
+    """Whether an answer may be sent at once: a plain TCP connection, open, with nothing queued."""
     return (
         isinstance(transport, tcp.Server)
         and not transport.TLS
@@ -215,6 +209,19 @@ def _eager(transport: Any) -> bool:
         and not transport.dataBuffer
         and not transport._tempDataBuffer
     )
+
+
+def _flush(transport: Any) -> None:
+    """Send what an answer queued on `transport` (see `EdgeRequest.handle_reply`); register the writer, as Twisted's
+    own write would have, for what is left, an error, or a close."""
+    if not transport.connected:
+        return
+    closing = transport.disconnecting or transport._writeDisconnecting
+    if transport._tempDataBuffer and not closing and transport.doWrite():
+        transport.startWriting()  # an error: the reactor's doWrite reports it again and drops the connection
+        return
+    if closing or transport._tempDataBuffer or transport.offset < len(transport.dataBuffer):
+        transport.startWriting()
 
 
 class EdgeHTTPFactory(HTTPFactory):
