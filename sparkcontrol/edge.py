@@ -31,7 +31,11 @@ from django.contrib.auth import get_user
 from django.db import close_old_connections
 from django.http import HttpRequest
 from twisted.internet import reactor, tcp
-from twisted.web import http as twisted_http
+from twisted.web.http import (  # not through the module: twisted.web.http is a (slow) deprecation proxy
+    RESPONSES,
+    HTTPChannel,
+    _GenericHTTPChannelProtocol,
+)
 
 from sparkcontrol.bodylimit import edge_body_limit, edge_credentials_needed, edge_too_large, edge_unauthenticated
 from sparkcontrol.serving import ThreadPool
@@ -78,7 +82,7 @@ class EdgeRequest(WebRequest):
         self.edge_held: tuple[bytes, bytes, bytes] | None = None
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:  # noqa: N802 - Twisted's name
-        if message is None and code not in twisted_http.RESPONSES:
+        if message is None and code not in RESPONSES:
             try:
                 message = HTTPStatus(code).phrase.encode()
             except ValueError:
@@ -224,7 +228,7 @@ def _flush(transport: Any) -> None:
         transport.startWriting()
 
 
-class EdgeHTTPChannel(twisted_http.HTTPChannel):
+class EdgeHTTPChannel(HTTPChannel):
     """Twisted's HTTP/1.1 connection, which asks its transport again for every request what does not change while
     the connection lasts: whether it is TLS (an interface adaptation, ~3% of the serving loop's time with keep-alive
     clients), and its two addresses (a `getsockname` system call for one). Here each is asked once."""
@@ -251,7 +255,7 @@ class EdgeHTTPChannel(twisted_http.HTTPChannel):
 def _edge_channel_protocol(factory: HTTPFactory) -> Any:
     """What Twisted's HTTPFactory builds per connection (`_genericHTTPChannelProtocolFactory`), around an
     `EdgeHTTPChannel`."""
-    return twisted_http._GenericHTTPChannelProtocol(EdgeHTTPChannel())
+    return _GenericHTTPChannelProtocol(EdgeHTTPChannel())
 
 
 class EdgeHTTPFactory(HTTPFactory):
