@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=100.0, help="the open loop's offered requests per second")
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run only the configurations whose name starts with this"
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="sparkcontrol-servers-"))
     logs = workdir / "logs"
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for round_number in range(args.rounds):
             for name, (command, extra, module) in configurations().items():
+                if args.only and not any(name.startswith(prefix) for prefix in args.only):
+                    continue
                 if module is not None and importlib.util.find_spec(module) is None:
                     results.setdefault(name, []).append({"error": f"{module} is not installed"})
                     continue

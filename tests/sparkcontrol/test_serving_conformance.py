@@ -396,6 +396,68 @@ def test_the_project_routes_answer_alike(model_factory):
     assert any(value.startswith(b"csrftoken=<random>;") for name, value in login.messages[0]["headers"])
 
 
+def test_api_reads_with_a_bearer_token_served_without_the_middleware_chain_answer_alike(model_factory):
+    """GET and HEAD of sync API routes with an Authorization header and no cookie skip the middleware chain but
+    its header layers and body limit (`_respond_chainless`): the same answers, headers in the same order, signals
+    and connection housekeeping as through Django's handler and the whole chain; with a cookie, or a write, or a
+    route that is not a django-ninja operation, serve runs the chain too."""
+    from accounts.tokens import apitoken_create
+    from swaps.services import swap_request
+
+    model_factory("tiny", repo="sim/tiny-model")
+    swap_request(model_key="tiny", dry_run=True, actor="conformance")
+    _, token = apitoken_create(name="conformance-chainless", scope="read")
+    bearer = (b"authorization", f"Bearer {token}".encode())
+    cases = [
+        Case("/api/swap/lock", headers=(bearer,), label="lock"),
+        Case("/api/swap/lock", method="HEAD", headers=(bearer,), label="lock HEAD"),
+        Case("/api/swaps", query=b"limit=2", headers=(bearer,), label="swaps"),
+        Case("/api/swaps", query=b"limit=nope", headers=(bearer,), label="bad query"),
+        Case("/api/swap/lock", headers=((b"authorization", b"Bearer sct_nope"),), label="unknown token"),
+        Case("/api/swap/lock", headers=((b"authorization", b"Basic eDp5"),), label="not bearer"),
+        Case("/api/swap/lock", headers=(bearer,), host=b"evil.example", label="bad host"),
+        Case("/api/swap/lock", headers=(bearer, (b"cookie", b"sessionid=nope")), label="with a cookie"),
+        Case("/api/swap/lock", method="DELETE", headers=(bearer,), label="write"),
+        Case("/api/no-such-route", headers=(bearer,), label="no route"),
+        Case("/api/health", headers=(bearer,), label="public"),
+    ]
+    answers = _assert_alike(_run(cases))
+    assert {key: outcome.status for key, outcome in answers.items()} == {
+        "lock": 200,
+        "lock HEAD": 405,
+        "swaps": 200,
+        "bad query": 422,
+        "unknown token": 401,
+        "not bearer": 401,
+        "bad host": 400,
+        "with a cookie": 200,
+        "write": 403,
+        "no route": 404,
+        "public": 200,
+    }
+    headers = {name.lower(): value for name, value in answers["lock"].messages[0]["headers"]}
+    assert headers[b"content-security-policy"].startswith(b"default-src 'self'")
+    assert headers[b"x-frame-options"] == b"DENY" and b"content-length" in headers
+
+
+def test_only_bearer_reads_of_api_operations_skip_the_chain():
+    from sparkcontrol.serving import _chainless_api_request
+
+    def scope(method: str, path: str, *headers: tuple[bytes, bytes]) -> dict[str, Any]:
+        return {"method": method, "path": path, "headers": [(b"host", b"127.0.0.1"), *headers]}
+
+    bearer = (b"authorization", b"Bearer x")
+    assert _chainless_api_request(scope("GET", "/api/swap/lock", bearer))
+    assert _chainless_api_request(scope("HEAD", "/api/swaps", bearer))
+    assert not _chainless_api_request(scope("GET", "/api/swap/lock"))
+    assert not _chainless_api_request(scope("GET", "/api/swap/lock", bearer, (b"cookie", b"sessionid=x")))
+    assert not _chainless_api_request(scope("POST", "/api/swap/lock", bearer))
+    assert not _chainless_api_request(scope("GET", "/admin/", bearer))
+    handler = PooledSyncHandler(threads=1, async_handler=ASGIHandler())
+    assert handler._is_api_operation("/api/swap/lock") and handler._is_api_operation("/api/health")
+    assert not handler._is_api_operation("/api/docs") and not handler._is_api_operation("/api/no-such-route")
+
+
 def test_gateway_routes_served_without_the_middleware_chain_answer_alike(model_factory):
     """The /v1/ views are called without the middleware chain (`serve_without_middleware`) when a request has an
     Authorization header: the same answers, headers in the same order, signals and host check as through
