@@ -42,7 +42,15 @@ from swaps.launch import (
     vllm_running,
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
-from swaps.preflight import Check, PreflightReport, memory_check, preflight_nodes, preflight_run
+from swaps.preflight import (
+    Check,
+    LauncherProbe,
+    PreflightReport,
+    launcher_probe_start,
+    memory_check,
+    preflight_nodes,
+    preflight_run,
+)
 from swaps.progress import terminal_text
 from swaps.progress_feed import ProgressFeed
 from swaps.secrets import swap_secrets
@@ -179,8 +187,11 @@ class SwapRunner:
     def _run_steps(self) -> None:
         if self.entry is None:
             raise SwapFailed(f"the catalog entry {self.swap.model_key!r} was deleted")
+        # The launcher's capabilities are asked of the head first; the state write and the preparations run while
+        # it answers (it changes nothing on the node).
+        probe = launcher_probe_start(cluster=self.cluster)
         swap_transition(swap=self.swap, state=SwapState.PREFLIGHT, started_at=timezone.now(), worker=self.worker)
-        self._preflight()
+        self._preflight(probe)
         if self.swap.dry_run:
             return
         self._checkpoint()
@@ -195,7 +206,7 @@ class SwapRunner:
         return f"ready: {self.entry.effective_served_name} is served on port {self.cluster.effective_vllm_port}"
 
     # --- steps -----------------------------------------------------------------------------------------------
-    def _preflight(self) -> None:
+    def _preflight(self, probe: LauncherProbe | None = None) -> None:
         self.secrets = swap_secrets(entry=self.entry)
         _connect_all(entry=self.entry)
         self.report = preflight_run(
@@ -204,6 +215,7 @@ class SwapRunner:
             with_secrets=bool(self.secrets),
             keep_connections=not self.swap.dry_run,
             force=self.swap.forced,
+            launcher_probe=probe,
         )
         self.swap.checks = [check.as_dict() for check in self.report.checks]
         self.swap.commands = list(self.report.commands)
@@ -678,3 +690,4 @@ def swap_run(*, swap_id: str, worker: str = "worker") -> Swap | None:
         logger.warning("swap %s is already %s; not running it again", swap.id, swap.state)
         return swap
     return SwapRunner(swap, worker=worker).run()
+
