@@ -337,22 +337,22 @@ class SwapRunner:
         )
 
     def _launch(self) -> None:
-        swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
-        launch = build_launch_command(
-            entry=self.entry,
-            cluster=self.cluster,
-            nodes=self.report.nodes,
-            capabilities=self.report.capabilities,
-            with_secrets=bool(self.secrets),
-        )
-        self.launched = True  # from here on a failure or cancel stops the container
-        self._write_secrets()
-        # Each node's log is read from the node's own clock: this machine's may be off by minutes.
-        clocks = _on_each(
-            {name: self._connection(name) for name in self.report.connections},
-            lambda connection: connection.run(CLOCK_COMMAND, timeout=10),
-        )
-        self.since = {name: _clock(result.stdout) for name, result in clocks.items()}
+        connections = {name: self._connection(name) for name in self.report.connections}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap-clock") as pool:
+            # Each node's log is read from the node's own clock: this machine's may be off by minutes. The clocks
+            # are read (nothing changes on the nodes) while the state is written and the secrets handed over.
+            clocks = pool.submit(_on_each, connections, lambda connection: connection.run(CLOCK_COMMAND, timeout=10))
+            swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
+            launch = build_launch_command(
+                entry=self.entry,
+                cluster=self.cluster,
+                nodes=self.report.nodes,
+                capabilities=self.report.capabilities,
+                with_secrets=bool(self.secrets),
+            )
+            self.launched = True  # from here on a failure or cancel stops the container
+            self._write_secrets()
+            self.since = {name: _clock(result.stdout) for name, result in clocks.result().items()}
         self.dispatched_at = time.monotonic()
         result = self.head.run(launch.command, stdin=launch.stdin, timeout=120)
         for line in result.output.splitlines()[-5:]:
@@ -690,4 +690,3 @@ def swap_run(*, swap_id: str, worker: str = "worker") -> Swap | None:
         logger.warning("swap %s is already %s; not running it again", swap.id, swap.state)
         return swap
     return SwapRunner(swap, worker=worker).run()
-
