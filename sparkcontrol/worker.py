@@ -60,8 +60,20 @@ class WakeableWorker(Worker):
         )
         self.wake = threading.Event()
 
+    def takes(self, queue_name: str | None) -> bool:
+        """Whether this worker claims tasks of `queue_name` (unknown: assume it does)."""
+        if queue_name is None:
+            return True
+        if queue_name in self.excluded_queue_names:
+            return False
+        return self.process_all_queues or queue_name in self.queue_names
+
     def _on_enqueued(self, **kwargs: Any) -> None:
-        self.wake.set()
+        # Only the worker that takes the task's queue wakes: the others would each run a claim in an exclusive
+        # transaction at the very moment the swap's worker claims, and find nothing.
+        task = getattr(kwargs.get("task_result"), "task", None)
+        if self.takes(getattr(task, "queue_name", None)):
+            self.wake.set()
 
     def stop(self) -> None:
         self.running = False

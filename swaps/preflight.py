@@ -14,7 +14,7 @@ from catalog.validators import local_model_roots
 from cluster.models import ClusterSettings, SparkHost
 from cluster.probe_http import ProbeHttpClient, run_on_probe_loop_soon
 from cluster.selectors import spark_head, spark_workers
-from cluster.ssh import SparkConnection, SshError, spark_connect
+from cluster.ssh import CommandResult, SparkConnection, SshError, spark_connect
 from modelfiles.services import model_fit_check
 from swaps.launch import (
     LAUNCHER_MISSING,
@@ -113,6 +113,47 @@ class PreflightReport:
         self.connections.clear()
 
 
+@dataclass
+class LauncherProbe:
+    """The head's launcher capabilities, asked before the pre-flight starts (`launcher_probe_start`)."""
+
+    host: SparkHost
+    command: str
+    result: Future[CommandResult]
+
+    def take(self, *, head: SparkHost, command: str) -> CommandResult | None:
+        """The answer, if it was asked of this very head (same row, same SSH identity) with this command; None
+        otherwise or when it could not run (the pre-flight then runs the command itself and reports what fails)."""
+        if command != self.command or _host_identity(head) != _host_identity(self.host):
+            return None
+        try:
+            return self.result.result()
+        except Exception:  # noqa: BLE001 - any failure here is met again, and reported, by running the command
+            return None
+
+
+def _host_identity(host: SparkHost) -> tuple:
+    return (host.pk, host.address, host.ssh_port, host.ssh_user, host.key_path, host.host_key)
+
+
+def launcher_probe_start(*, cluster: ClusterSettings) -> LauncherProbe | None:
+    """Send the launcher's capabilities command (`--help` and its markers; read-only) to the head now, on a thread.
+
+    A swap's first remote command needs nothing that its first database writes produce (the `preflight` state and
+    its event, the other nodes' connections), so it goes out first and those writes are made while the launcher
+    answers; `preflight_run` takes the answer. None when no head is configured."""
+    head = spark_head()
+    if head is None:
+        return None
+    command = build_capabilities_command(cluster=cluster)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-launcher")
+    try:
+        future = pool.submit(lambda: spark_connect(head).run(command, timeout=20))
+    finally:
+        pool.shutdown(wait=False)
+    return LauncherProbe(host=head, command=command, result=future)
+
+
 def preflight_nodes(*, entry: ModelEntry) -> tuple[list[SparkHost], str | None]:
     """The hosts that run a rank of this model (head first), or an explanation of what is missing."""
     head = spark_head()
@@ -138,8 +179,10 @@ def preflight_run(
     with_secrets: bool = False,
     keep_connections: bool = False,
     force: bool = False,
+    launcher_probe: LauncherProbe | None = None,
 ) -> PreflightReport:
-    """Run every check over SSH. Nothing on the nodes changes. Connections stay open if `keep_connections`."""
+    """Run every check over SSH. Nothing on the nodes changes. Connections stay open if `keep_connections`.
+    `launcher_probe`: the head's launcher capabilities, already asked (`launcher_probe_start`)."""
     report = PreflightReport()
     nodes, problem = preflight_nodes(entry=entry)
     report.nodes = nodes
@@ -160,7 +203,7 @@ def preflight_run(
         report.add("ssh", True, "connected with pinned host keys: " + ", ".join(node.name for node in nodes))
         _connect_other_workers(report)
         head = report.connections[nodes[0].name]
-        if not _check_launcher(report, head, entry, cluster):
+        if not _check_launcher(report, head, entry, cluster, probe=launcher_probe):
             return report
         if not _check_launcher_config(report, head, entry, cluster):
             return report
@@ -171,17 +214,22 @@ def preflight_run(
         except CommandBuildError as exc:
             report.add("command", False, str(exc))
             return report
-        _check_container(report)
-        report.commands = [
-            build_stop_command(cluster=cluster, nodes=report.stop_nodes, capabilities=report.capabilities),
-            launch.command,
-            build_logs_command(container=report.container, since="<the Spark's clock at launch>"),
-        ]
-        if entry.is_local:
-            _check_local_path(report, entry)
-        else:
-            _check_hf_cache(report, entry, cluster)
-        _check_fit(report, entry, cluster)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-fit") as fit_pool:
+            # The fit estimate's commands (the cached config and weights, each node's memory) need nothing the other
+            # checks find: they run on the nodes meanwhile instead of after them. Its check keeps its place.
+            fit = fit_pool.submit(_fit_detail, report, entry, cluster)
+            _check_container(report)
+            report.commands = [
+                build_stop_command(cluster=cluster, nodes=report.stop_nodes, capabilities=report.capabilities),
+                launch.command,
+                build_logs_command(container=report.container, since="<the Spark's clock at launch>"),
+            ]
+            if entry.is_local:
+                _check_local_path(report, entry)
+            else:
+                _check_hf_cache(report, entry, cluster)
+            detail, warning = fit.result()
+        report.add("fit", True, detail, warning=warning)
         if report.container_running:
             report.add("memory", True, "checked after the running container is stopped")
         else:
@@ -209,9 +257,17 @@ def _connect_other_workers(report: PreflightReport) -> None:
 
 
 def _check_launcher(
-    report: PreflightReport, head: SparkConnection, entry: ModelEntry, cluster: ClusterSettings
+    report: PreflightReport,
+    head: SparkConnection,
+    entry: ModelEntry,
+    cluster: ClusterSettings,
+    *,
+    probe: LauncherProbe | None = None,
 ) -> bool:
-    result = head.run(build_capabilities_command(cluster=cluster), timeout=20)
+    command = build_capabilities_command(cluster=cluster)
+    result = probe.take(head=head.host, command=command) if probe is not None else None
+    if result is None:
+        result = head.run(command, timeout=20)
     if LAUNCHER_MISSING in result.stdout:
         report.add("launcher", False, f"{cluster.launcher_path} is missing or not executable on {head.host.name}")
         return False
@@ -369,9 +425,10 @@ def _check_hf_cache(report: PreflightReport, entry: ModelEntry, cluster: Cluster
             )
 
 
-def _check_fit(report: PreflightReport, entry: ModelEntry, cluster: ClusterSettings) -> None:
+def _fit_detail(report: PreflightReport, entry: ModelEntry, cluster: ClusterSettings) -> tuple[str, bool]:
     """Weights plus the KV cache at max_model_len against gpu_memory_utilization x memory: a warning, not a refusal
-    (the estimate ignores activations and CUDA graphs, and vLLM's own check decides)."""
+    (the estimate ignores activations and CUDA graphs, and vLLM's own check decides). The fit check's (detail,
+    warning); it only reads the report's nodes and connections, so it may run beside the other checks."""
     estimate = model_fit_check(
         entry=entry,
         connections=report.connections,
@@ -380,9 +437,8 @@ def _check_fit(report: PreflightReport, entry: ModelEntry, cluster: ClusterSetti
         default_utilization=VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
     )
     if isinstance(estimate, str):
-        report.add("fit", True, f"not estimated: {estimate}")
-    else:
-        report.add("fit", True, f"{entry.key} {estimate.detail()}", warning=not estimate.fits)
+        return f"not estimated: {estimate}", False
+    return f"{entry.key} {estimate.detail()}", not estimate.fits
 
 
 def _start_port_check(head: SparkHost, cluster: ClusterSettings) -> Future[str]:

@@ -42,7 +42,15 @@ from swaps.launch import (
     vllm_running,
 )
 from swaps.models import ACTIVE_STATES, EventKind, Swap, SwapState
-from swaps.preflight import Check, PreflightReport, memory_check, preflight_nodes, preflight_run
+from swaps.preflight import (
+    Check,
+    LauncherProbe,
+    PreflightReport,
+    launcher_probe_start,
+    memory_check,
+    preflight_nodes,
+    preflight_run,
+)
 from swaps.progress import terminal_text
 from swaps.progress_feed import ProgressFeed
 from swaps.secrets import swap_secrets
@@ -179,8 +187,11 @@ class SwapRunner:
     def _run_steps(self) -> None:
         if self.entry is None:
             raise SwapFailed(f"the catalog entry {self.swap.model_key!r} was deleted")
+        # The launcher's capabilities are asked of the head first; the state write and the preparations run while
+        # it answers (it changes nothing on the node).
+        probe = launcher_probe_start(cluster=self.cluster)
         swap_transition(swap=self.swap, state=SwapState.PREFLIGHT, started_at=timezone.now(), worker=self.worker)
-        self._preflight()
+        self._preflight(probe)
         if self.swap.dry_run:
             return
         self._checkpoint()
@@ -195,7 +206,7 @@ class SwapRunner:
         return f"ready: {self.entry.effective_served_name} is served on port {self.cluster.effective_vllm_port}"
 
     # --- steps -----------------------------------------------------------------------------------------------
-    def _preflight(self) -> None:
+    def _preflight(self, probe: LauncherProbe | None = None) -> None:
         self.secrets = swap_secrets(entry=self.entry)
         _connect_all(entry=self.entry)
         self.report = preflight_run(
@@ -204,6 +215,7 @@ class SwapRunner:
             with_secrets=bool(self.secrets),
             keep_connections=not self.swap.dry_run,
             force=self.swap.forced,
+            launcher_probe=probe,
         )
         self.swap.checks = [check.as_dict() for check in self.report.checks]
         self.swap.commands = list(self.report.commands)
@@ -325,22 +337,22 @@ class SwapRunner:
         )
 
     def _launch(self) -> None:
-        swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
-        launch = build_launch_command(
-            entry=self.entry,
-            cluster=self.cluster,
-            nodes=self.report.nodes,
-            capabilities=self.report.capabilities,
-            with_secrets=bool(self.secrets),
-        )
-        self.launched = True  # from here on a failure or cancel stops the container
-        self._write_secrets()
-        # Each node's log is read from the node's own clock: this machine's may be off by minutes.
-        clocks = _on_each(
-            {name: self._connection(name) for name in self.report.connections},
-            lambda connection: connection.run(CLOCK_COMMAND, timeout=10),
-        )
-        self.since = {name: _clock(result.stdout) for name, result in clocks.items()}
+        connections = {name: self._connection(name) for name in self.report.connections}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap-clock") as pool:
+            # Each node's log is read from the node's own clock: this machine's may be off by minutes. The clocks
+            # are read (nothing changes on the nodes) while the state is written and the secrets handed over.
+            clocks = pool.submit(_on_each, connections, lambda connection: connection.run(CLOCK_COMMAND, timeout=10))
+            swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
+            launch = build_launch_command(
+                entry=self.entry,
+                cluster=self.cluster,
+                nodes=self.report.nodes,
+                capabilities=self.report.capabilities,
+                with_secrets=bool(self.secrets),
+            )
+            self.launched = True  # from here on a failure or cancel stops the container
+            self._write_secrets()
+            self.since = {name: _clock(result.stdout) for name, result in clocks.result().items()}
         self.dispatched_at = time.monotonic()
         result = self.head.run(launch.command, stdin=launch.stdin, timeout=120)
         for line in result.output.splitlines()[-5:]:

@@ -84,3 +84,26 @@ def test_hanging_webhook_receivers_do_not_hold_the_next_swap_queued(tarpit, sett
             worker.stop()
         tarpit.close()
         _wait(lambda: not any(worker.running_task for worker in workers), timeout=10)
+
+
+def test_an_enqueued_task_wakes_only_the_workers_that_take_its_queue() -> None:
+    """A swap's enqueue must not set every embedded worker claiming at once (each claim is an exclusive
+    transaction, run at the moment the swap's own worker claims)."""
+    from types import SimpleNamespace
+
+    from sparkcontrol.worker import EMBEDDED_QUEUES, WakeableWorker
+
+    workers = [WakeableWorker(interval=60.0, queue_names=q, excluded_queue_names=x) for q, x in EMBEDDED_QUEUES]
+
+    def woken(queue_name: str | None) -> list[list[str]]:
+        for worker in workers:
+            worker.wake.clear()
+        task = None if queue_name is None else SimpleNamespace(queue_name=queue_name)
+        for worker in workers:
+            worker._on_enqueued(task_result=SimpleNamespace(task=task))
+        return [worker.queue_names for worker in workers if worker.wake.is_set()]
+
+    assert woken("swaps") == [["swaps"]]
+    assert woken("webhooks") == [["webhooks"]]
+    assert woken("default") == [["*"]]  # the catch-all takes any queue the others leave
+    assert len(woken(None)) == len(workers)  # not known: everyone looks
