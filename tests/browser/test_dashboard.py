@@ -179,7 +179,11 @@ def test_service_tiles_one_per_enabled_service_with_status_latency_and_last_chec
         latency = math.floor(probes[key]["latency_ms"] + 0.5)  # as Math.round does
         assert f"{latency} ms" in tile.locator(".tile-status").inner_text()
         assert "checked" in tile.locator(".tile-meta").inner_text()
-        assert tile.locator(".tile-meta time").get_attribute("datetime") == probes[key]["checked_at"]
+        # The same instant: the page's first state is embedded by json_script (milliseconds, "Z"), the API and the
+        # pushes give microseconds and "+00:00"; whichever the tile was drawn from last.
+        shown = datetime.fromisoformat(tile.locator(".tile-meta time").get_attribute("datetime").replace("Z", "+00:00"))
+        checked = datetime.fromisoformat(probes[key]["checked_at"])
+        assert abs(shown - checked) < timedelta(milliseconds=1), (shown, checked)
     vllm_state = page.locator("#now-serving .serving-vllm .status").inner_text()
     assert vllm_state == probes["vllm"]["status"]
     assert page.locator(f"#services .tile[data-service='{DISABLED}']").count() == 0

@@ -146,8 +146,25 @@ def test_cancel_kills_the_downloader_on_the_nodes(hub_reset, fast_polls, model_f
     assert cache.warning and "not (wholly) in the HF cache" in cache.detail
 
 
-def _gets(sim, repo: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """How many times each weight file of `repo` was fetched from the simulated Hub."""
+def _gets(sim, repo: str, *, settled: float = 3.0) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """How many times each weight file of `repo` was fetched from the simulated Hub.
+
+    The Hub writes a request's record once it has sent the whole answer, which may be a moment after the client has
+    the bytes (and the download is done): the counts are read until they stop changing for `settled`/10 seconds,
+    within `settled` seconds.
+    """
+    deadline = time.monotonic() + settled
+    counts = _get_counts(sim, repo)
+    while time.monotonic() < deadline:
+        time.sleep(settled / 10)
+        again = _get_counts(sim, repo)
+        if again == counts:
+            break
+        counts = again
+    return counts
+
+
+def _get_counts(sim, repo: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
     counts: dict[str, int] = {}
     for record in sim.hub_requests():
         path = record["path"]
