@@ -106,7 +106,7 @@ def lock_refusal() -> str | None:
     Inside a transaction the lock row stays locked until it ends, so no grant slips in between the check and the
     change it guards.
     """
-    lock = _lock_read.read(for_update=transaction.get_connection().in_atomic_block)
+    lock = lock_row(for_update=transaction.get_connection().in_atomic_block)
     if lock is None or not lock.is_held(clock.now()):
         return None
     return f"the swap lock is held by {lock.holder!r} until {lock.expires_at.isoformat()}"
