@@ -10,6 +10,7 @@ from http.client import HTTPConnection
 
 import pytest
 
+from sparksim.cluster import free_port
 from tests.sparksim.conftest import http, served_models, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("memory_back_at_once")]
@@ -140,14 +141,18 @@ def test_second_exec_reuses_the_running_containers(sim, shell, t0):
     rc, out, _ = shell.launcher(serve_args(sim, "sim/tiny-model", "first", "-tp 2 --gpu-memory-utilization 0.4"))
     assert rc == 0
     wait_for(lambda: served_models(sim.vllm_port) == ["first"])
-    other_port = sim.vllm_port + 1 if sim.vllm_port < 65000 else sim.vllm_port - 1
+    other_port = free_port()  # not a neighbour of vllm_port: another test's server may hold that one
     rc, out, _ = shell.launcher(
         serve_args(sim, "sim/big-model", "second", "-tp 2 --gpu-memory-utilization 0.4", port=other_port)
     )
     assert rc == 0
     assert "Cluster containers are already running. Skipping launch." in out
     # The second vLLM runs inside the old container, next to the first one.
-    wait_for(lambda: served_models(other_port) == ["second"])
+    try:
+        wait_for(lambda: served_models(other_port) == ["second"], timeout=20)
+    except AssertionError as err:
+        log = shell.run("docker logs vllm_node")[1]
+        raise AssertionError(f"the second engine did not serve; its container log:\n{log}") from err
     assert served_models(sim.vllm_port) == ["first"]
     assert len([r for r in sim.records(prog="docker", since=t0) if r["argv"][:1] == ["run"]]) == 2
     rc, out, _ = shell.run("docker logs vllm_node")
