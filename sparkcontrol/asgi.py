@@ -7,10 +7,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparkcontrol.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from realtime.auth import dashboard_auth_stack  # noqa: E402
 from sparkcontrol.bodylimit import BodyLimit  # noqa: E402
 from sparkcontrol.routing import websocket_urlpatterns  # noqa: E402
 
@@ -18,6 +18,6 @@ application = ProtocolTypeRouter(
     {
         # Bodies over a route's limit are refused before Django reads them (see sparkcontrol/bodylimit.py).
         "http": BodyLimit(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(dashboard_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -6,6 +6,8 @@ cancel flag between steps and while loading, and keeps a heartbeat so a dead wor
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import queue
 import re
@@ -17,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import httpx
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -89,6 +90,7 @@ PORT_WATCH_SECONDS = 0.05
 NEAR_READY_WATCH = (0.005, 60.0)  # every 5 ms, for up to 60 s after a near-ready line
 READY_WATCH = (0.002, 10.0)  # every 2 ms, for up to 10 s after the API server's start-up line
 MODELS_REPOLL_SECONDS = 0.25  # the port answers but the model is not listed yet
+MODELS_BODY_MAX = 1 << 20  # a model list is a few hundred bytes; more is not vLLM's answer
 LOG_WAIT_SECONDS = 0.05
 # The vLLM process on each node is looked for in its container this often (`docker top`): an exit without a traceback
 # (argparse's exit 2 on an unknown flag) leaves the container up and the log silent.
@@ -140,19 +142,18 @@ class SwapRunner:
         self.log_events = 0
         self.last_beat = 0.0
         self.deadline = time.monotonic() + self.cluster.swap_timeout_s
-        # Made when loading starts: a new client loads the CA bundle (~15 ms), which neither the swap's start nor the
-        # moment vLLM answers should wait for.
-        self.http: httpx.Client | None = None
         # The container logs being followed: (node, line) items, (node, None) when a node's follow ends.
         self.log_lines: queue.Queue[tuple[str, str | None]] | None = None
         self.log_stop = threading.Event()
         self.progress: ProgressFeed | None = None  # from loading on: phase, fraction and ETA from the head's log
+        self.ready_lines: list[tuple[str, str]] = []  # log lines seen last, recorded with the ready state
 
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> Swap:
         try:
             state, error, message = self._outcome()
-            swap_finish(swap=self.swap, state=state, error=error, message=message)
+            lines = self.ready_lines if state == SwapState.READY else []
+            swap_finish(swap=self.swap, state=state, error=error, message=message, lines=lines)
             if state == SwapState.READY:
                 self._log_after_ready()
         except SwapSuperseded as exc:
@@ -160,8 +161,6 @@ class SwapRunner:
             logger.warning("swap %s stopped: %s", self.swap.id, exc)
         finally:
             self.log_stop.set()
-            if self.http is not None:
-                self.http.close()
             if self.report is not None:
                 self.report.close()
         return self.swap
@@ -376,7 +375,6 @@ class SwapRunner:
     def _wait_ready(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LOADING, message="loading: following the container log")
         self.progress = ProgressFeed(swap=self.swap)
-        self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False)
         lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.log_lines, stop = lines, self.log_stop
         nodes = [node.name for node in self.report.nodes]
@@ -424,7 +422,9 @@ class SwapRunner:
                 if now >= next_check:
                     if self._port_accepts():
                         if self._is_ready():
-                            self._flush(pending)
+                            # The lines still pending go in the write that makes the swap ready: one transaction
+                            # between vLLM answering and the row saying so, not two.
+                            self.ready_lines = self._batch(pending)
                             self.progress.ready()
                             return
                         next_check = now + MODELS_REPOLL_SECONDS
@@ -535,15 +535,21 @@ class SwapRunner:
         return kind, line[:2000]
 
     def _flush(self, pending: list[tuple[str, str]]) -> None:
+        batch = self._batch(pending)
+        if batch:
+            swap_events_append(swap=self.swap, items=batch)
+
+    def _batch(self, pending: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Take the pending log lines to record, within the swap's limit (a note says how many were left out)."""
         if not pending:
-            return
+            return []
         room = LOG_EVENTS_MAX - self.log_events
         batch = pending[: max(room, 0)]
         if len(pending) > len(batch) and room >= 0:
             batch.append((EventKind.PROGRESS, f"log limit reached: {len(pending) - len(batch)} more line(s) not kept"))
         self.log_events += len(batch)
-        swap_events_append(swap=self.swap, items=batch)
         pending.clear()
+        return batch
 
     def _port_accepts(self) -> bool:
         """The vLLM port takes a TCP connection (vLLM binds it early but listens only once its API server runs)."""
@@ -556,13 +562,22 @@ class SwapRunner:
             return False
 
     def _is_ready(self) -> bool:
+        """vLLM lists the model at `/v1/models`. The port is vLLM's own plain-HTTP one, so the standard library's
+        client asks: an httpx client would build a TLS context and load the CA bundle (~15 ms, ~1 MiB) for nothing,
+        and its request costs several times the CPU at the moment readiness is being timed."""
         head = self.report.nodes[0]
-        url = f"http://{head.address}:{self.cluster.effective_vllm_port}/v1/models"
+        connection = http.client.HTTPConnection(head.address, self.cluster.effective_vllm_port, timeout=2.0)
         try:
-            response = self.http.get(url)
-            ids = [item.get("id") for item in response.json().get("data", [])]
-        except (httpx.HTTPError, ValueError, AttributeError):
+            connection.request("GET", "/v1/models", headers={"Accept": "application/json"})
+            response = connection.getresponse()
+            body = response.read(MODELS_BODY_MAX)
+            if response.status != 200:
+                return False
+            ids = [item.get("id") for item in json.loads(body).get("data", [])]
+        except (OSError, http.client.HTTPException, ValueError, AttributeError, TypeError):
             return False
+        finally:
+            connection.close()
         return self.entry.effective_served_name in ids
 
     def _container_running(self, node: str) -> bool:

@@ -4,7 +4,7 @@ states, append events, cancel, and reap swaps whose worker died."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -200,15 +200,21 @@ def swap_transition(*, swap: Swap, state: str, message: str | None = None, **fie
     return swap
 
 
-def swap_finish(*, swap: Swap, state: str, error: str = "", message: str | None = None) -> Swap:
-    """Write a terminal state and release the slot; webhooks go out only after this commits."""
+def swap_finish(
+    *, swap: Swap, state: str, error: str = "", message: str | None = None, lines: Sequence[tuple[str, str]] = ()
+) -> Swap:
+    """Write a terminal state and release the slot; webhooks go out only after this commits. `lines`: (kind,
+    message) events still to record before the terminal one, in the same write."""
     from coordination.services import webhooks_enqueue
 
     with transaction.atomic():
         _lock_live(swap)
+        finished_at = timezone.now()
+        if lines:
+            swap_events_append(swap=swap, items=list(lines))
         swap.state = state
         swap.error = error
-        swap.finished_at = timezone.now()
+        swap.finished_at = finished_at
         swap.active = None
         # The runner's last progress and, once loaded, its phases' durations go in the same write.
         swap.save(update_fields=["state", "error", "finished_at", "active", "progress", "phase_durations"])

@@ -151,3 +151,33 @@ async def test_a_dashboard_socket_takes_broadcasts_directly_and_its_receiver_goe
     await communicator.disconnect()
     assert channel not in layer._receivers
     assert DASHBOARD_GROUP not in layer.groups
+
+
+async def test_an_inbox_hands_each_message_to_one_waiter_and_a_cancelled_waiter_loses_nothing():
+    layer = SharedMessageInMemoryChannelLayer(capacity=2)
+    channel = await layer.new_channel()
+    waiting = [asyncio.create_task(layer.receive(channel)) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    await layer.send(channel, {"type": "t", "n": 1})
+    await layer.send(channel, {"type": "t", "n": 2})
+    done, pending = await asyncio.wait(waiting[1:], timeout=1)
+    assert sorted(task.result()["n"] for task in done) == [1, 2] and not pending
+    assert waiting[0].cancelled()
+    assert channel not in layer.channels  # an emptied channel is forgotten, as the parent forgets it
+
+
+async def test_an_inbox_refuses_a_message_beyond_its_capacity_and_a_woken_but_cancelled_waiter_passes_it_on():
+    from channels.exceptions import ChannelFull
+
+    layer = SharedMessageInMemoryChannelLayer(capacity=1)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "t", "n": 1})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "t", "n": 2})
+    assert (await layer.receive(channel))["n"] == 1
+    first, second = asyncio.create_task(layer.receive(channel)), asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "t", "n": 3})
+    first.cancel()  # woken by the send, cancelled before it took the message
+    assert (await asyncio.wait_for(second, 1))["n"] == 3
