@@ -26,8 +26,11 @@ def broadcast_now(message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        text = json.dumps(message)
-        async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.message", "text": text})
+        payload = {"type": "dashboard.message", "text": json.dumps(message)}
+        # The embedded layer takes it without this thread waiting for the serving loop (see `group_send_soon`).
+        send_soon = getattr(layer, "group_send_soon", None)
+        if send_soon is None or not send_soon(DASHBOARD_GROUP, payload):
+            async_to_sync(layer.group_send)(DASHBOARD_GROUP, payload)
     except Exception:  # noqa: BLE001 - a push is a copy of committed state; losing one must not fail the writer
         logger.exception("could not push a %s message to dashboards", message.get("kind"))
 

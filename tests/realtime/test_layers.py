@@ -181,3 +181,41 @@ async def test_an_inbox_refuses_a_message_beyond_its_capacity_and_a_woken_but_ca
     await layer.send(channel, {"type": "t", "n": 3})
     first.cancel()  # woken by the send, cancelled before it took the message
     assert (await asyncio.wait_for(second, 1))["n"] == 3
+
+
+def test_a_worker_thread_hands_its_sends_to_the_members_loop_in_order_without_waiting_and_not_to_an_ended_loop():
+    import threading
+
+    layer = SharedMessageInMemoryChannelLayer()
+    assert layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": "nobody"}) is False
+    loop = asyncio.new_event_loop()
+    taken: list[str] = []
+    all_in = threading.Event()
+    on_loop = threading.Event()
+
+    async def take(message: dict) -> None:
+        taken.append(message["text"])
+        if len(taken) == 50:
+            all_in.set()
+
+    async def subscribe() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add("dashboard", channel)
+        layer.receiver_add(channel, take)
+
+    loop.run_until_complete(subscribe())
+    loop.call_soon(on_loop.set)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert on_loop.wait(5)
+        sent = [layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": str(n)}) for n in range(50)]
+        assert sent == [True] * 50
+        assert all_in.wait(5)
+        assert taken == [str(n) for n in range(50)]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": "late"}) is False
+    assert taken[-1] == "49"
