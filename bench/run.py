@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat takes 1 to 20")
+    if args.repeat > 1 and args.workdir:
+        parser.error("--workdir keeps one run's files; it cannot be combined with --repeat")
     from sparksim.cluster import SSHD
 
     if not os.path.exists(SSHD):
@@ -229,10 +231,9 @@ def _repeated(args: argparse.Namespace) -> int:
     runs = []
     for number in range(1, args.repeat + 1):
         _log(f"repetition {number} of {args.repeat}")
-        results = run_once(args)
+        results = _run_in_child(args)
         if results is None:
             return 1
-        print_table(results)
         runs.append(results)
     rows = repeat.combine(runs)
     repeat.print_rows(rows, repeat=len(runs))
@@ -242,6 +243,25 @@ def _repeated(args: argparse.Namespace) -> int:
         update_docs(runs[-1], repeated=repeat.markdown(rows, runs))
         _log("updated docs/PERFORMANCE.md")
     return 0
+
+
+def _run_in_child(args: argparse.Namespace) -> dict[str, Any] | None:
+    """One whole table in a process of its own (it prints its table): a run sets this process's Django up on its
+    service's data directory, which is removed when the run ends, so the next run cannot share the process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sparkcontrol-bench-run-") as scratch:
+        out = Path(scratch) / "results.json"
+        argv = [sys.executable, "-m", "bench", "--no-docs", "--json", str(out)]
+        if args.quick:
+            argv.append("--quick")
+        for value in args.serve_arg:
+            argv += ["--serve-arg", value]
+        if subprocess.run(argv, cwd=ROOT).returncode != 0 or not out.exists():
+            return None
+        return json.loads(out.read_text())
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any] | None:
