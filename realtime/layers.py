@@ -38,8 +38,7 @@ class Inbox:
 
     Every open dashboard socket has a channel whose consumer waits on it for as long as the socket is open, though
     with a direct receiver nothing ever arrives there. An `asyncio.Queue` holds four deques (~3 KiB on 64-bit
-    CPython) from the start; an inbox holds a list of items and a list of waiting futures, each made when first
-    needed.
+    CPython) from the start; an inbox makes its deque of items and its list of waiting futures when first needed.
     """
 
     __slots__ = ("maxsize", "_queue", "_waiters")
