@@ -31,11 +31,20 @@ class StartRefused(Exception):
     """`serve` cannot start; the message says why and what to do."""
 
 
-def port_claim(*, host: str, port: int) -> socket.socket:
-    """Bind and listen on host:port now, so a port in use is found before anything else is touched."""
+def port_claim(*, host: str, port: int, shared: bool = False) -> socket.socket:
+    """Bind and listen on host:port now, so a port in use is found before anything else is touched.
+
+    `shared`: the socket has SO_REUSEPORT, so that `port_share` can open more listening sockets on its address. Two
+    sockets that both have it may share a port, so the port is first taken by a plain socket (which any listener
+    refuses) and handed over at once: a second `serve --workers N` on the same port is refused like any other."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = host.strip("[]")
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+        if not shared:
+            return socket.create_server((address, port), family=family, backlog=1024)
+        with socket.create_server((address, port), family=family, backlog=1) as plain:
+            port = plain.getsockname()[1]
+        return socket.create_server((address, port), family=family, backlog=1024, reuse_port=True)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartRefused(
@@ -43,6 +52,16 @@ def port_claim(*, host: str, port: int) -> socket.socket:
                 f"stop it or choose another port with --port"
             ) from exc
         raise StartRefused(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def port_share(listener: socket.socket) -> socket.socket:
+    """Another listening socket on the address of `listener` (made by `port_claim(shared=True)`).
+
+    With one socket shared by the serving processes, whichever process wakes first accepts every connection waiting
+    (Twisted accepts up to 100 at a time): 64 keep-alive clients connecting together could land on one process while
+    the other idled. With a socket each (SO_REUSEPORT), the kernel spreads new connections across them."""
+    host, port = listener.getsockname()[:2]
+    return socket.create_server((host, port), family=listener.family, backlog=1024, reuse_port=True)
 
 
 @dataclass

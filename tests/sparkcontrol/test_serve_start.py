@@ -143,6 +143,59 @@ def test_two_serves_started_together_on_a_fresh_postgres_both_start(tmp_path, fr
         assert conn.execute("SELECT count(*) FROM auth_user WHERE is_superuser").fetchone() == (1,)
 
 
+def _connections_held(pid: int, port: int) -> int:
+    """Established TCP connections to `port` among the sockets process `pid` holds (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    held = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                held += 1
+    return held
+
+
+def test_serve_with_two_processes_spreads_connections_and_a_second_serve_on_its_port_is_refused(tmp_path):
+    import re
+    import socket
+
+    with Service(tmp_path, redis_url="redis://127.0.0.1:6379/12") as service:
+        server = service.serve("serve", args=["--workers", "2"])
+        port = server.port
+        pids = [int(pid) for pid in re.search(r"2 processes: (\d+), (\d+)", server.output()).groups()]
+        # Together, as a pool of keep-alive clients connects: the handshakes complete while neither process has
+        # looked at its socket yet.
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(40)]
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                held = [_connections_held(pid, port) for pid in pids]
+                if sum(held) == 40:
+                    break
+                time.sleep(0.1)
+            # Each process has a listening socket of its own: the kernel spreads the 40 connections (fewer than 5 on
+            # one side would happen about once in ten million starts).
+            assert sum(held) == 40 and min(held) >= 5, held
+        finally:
+            for client in clients:
+                client.close()
+        second = service.completed(["manage.py", "serve", "--port", str(port), "--workers", "2"], timeout=60)
+        assert second.returncode != 0 and "already in use" in second.stderr, second.stdout + second.stderr
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+        _stop(server)
+
+
 def test_serve_with_djangos_own_handler(tmp_path):
     """SPARKCONTROL_FAST_HANDLER=0, the way round an unverified Django: the same service, the edge checks included."""
     with Service(tmp_path, data_dir=tmp_path / "data", env={"SPARKCONTROL_FAST_HANDLER": "0"}) as service:

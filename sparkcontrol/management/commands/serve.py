@@ -97,7 +97,7 @@ class Command(OperatorCommand):
         # Nothing is touched (database, demo topology) before the port and the data directory are this process's.
         listener = claim = None
         try:
-            listener = port_claim(host=host, port=port)
+            listener = port_claim(host=host, port=port, shared=workers > 1)
             if not settings.REDIS_URL:
                 # One process per data directory on the in-memory channel layer: a second one's dashboards would
                 # miss the first one's swaps.
@@ -218,14 +218,21 @@ class Command(OperatorCommand):
                 worker.stop()
 
     def _supervise(self, serving: Serving, *, listener: socket.socket, workers: int) -> None:
-        """Start `workers` serving processes on the bound socket; stop them all when one ends or on a signal."""
-        listener.set_inheritable(True)
-        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--listen-fd", str(listener.fileno())]
-        argv += ["--host", serving.host, "--port", str(serving.port), "--threads", str(serving.threads)]
-        if serving.no_worker:
-            argv.append("--no-worker")
-        children = [subprocess.Popen(argv, pass_fds=(listener.fileno(),)) for _ in range(workers)]
-        listener.close()
+        """Start `workers` serving processes, each on a listening socket of its own on the claimed address (see
+        `port_share`); stop them all when one ends or on a signal."""
+        from sparkcontrol.startup import port_share
+
+        listeners = [listener, *(port_share(listener) for _ in range(workers - 1))]
+        children = []
+        for own in listeners:
+            own.set_inheritable(True)
+            argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--listen-fd", str(own.fileno())]
+            argv += ["--host", serving.host, "--port", str(serving.port), "--threads", str(serving.threads)]
+            if serving.no_worker:
+                argv.append("--no-worker")
+            children.append(subprocess.Popen(argv, pass_fds=(own.fileno(),)))
+        for own in listeners:
+            own.close()
         self.stdout.write(
             self.style.SUCCESS(
                 f"{serving.banner()}   ({workers} processes: {', '.join(str(child.pid) for child in children)})"
