@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -99,11 +102,33 @@ async def test_a_discarded_receiver_gets_nothing_more():
     assert taken == []
 
 
-def test_a_send_from_another_thread_is_delivered_on_the_receivers_loop():
-    import threading
-
-    layer = SharedMessageInMemoryChannelLayer()
+@contextmanager
+def member_on_a_loop_thread(layer: SharedMessageInMemoryChannelLayer, receiver) -> Iterator[threading.Thread]:
+    """A dashboard member with a direct `receiver`, subscribed on a loop that then runs in a thread of its own (as the
+    serving loop does beside the worker threads); the loop is running when the block starts and closed after it."""
     loop = asyncio.new_event_loop()
+    running = threading.Event()
+
+    async def subscribe() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add("dashboard", channel)
+        layer.receiver_add(channel, receiver)
+
+    loop.run_until_complete(subscribe())
+    loop.call_soon(running.set)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert running.wait(5)
+        yield thread
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_a_send_from_another_thread_is_delivered_on_the_receivers_loop():
+    layer = SharedMessageInMemoryChannelLayer()
     delivered_on: list[int] = []
     done = threading.Event()
 
@@ -111,22 +136,10 @@ def test_a_send_from_another_thread_is_delivered_on_the_receivers_loop():
         delivered_on.append(threading.get_ident())
         done.set()
 
-    async def subscribe() -> None:
-        channel = await layer.new_channel()
-        await layer.group_add("dashboard", channel)
-        layer.receiver_add(channel, take)
-
-    loop.run_until_complete(subscribe())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with member_on_a_loop_thread(layer, take) as thread:
         asyncio.run(layer.group_send("dashboard", {"type": "dashboard.message", "text": "from a worker"}))
         assert done.wait(5)
         assert delivered_on == [thread.ident]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 @pytest.mark.django_db(transaction=True)  # Channels closes old database connections around a consumer's handlers
@@ -184,38 +197,20 @@ async def test_an_inbox_refuses_a_message_beyond_its_capacity_and_a_woken_but_ca
 
 
 def test_a_worker_thread_hands_its_sends_to_the_members_loop_in_order_without_waiting_and_not_to_an_ended_loop():
-    import threading
-
     layer = SharedMessageInMemoryChannelLayer()
     assert layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": "nobody"}) is False
-    loop = asyncio.new_event_loop()
     taken: list[str] = []
     all_in = threading.Event()
-    on_loop = threading.Event()
 
     async def take(message: dict) -> None:
         taken.append(message["text"])
         if len(taken) == 50:
             all_in.set()
 
-    async def subscribe() -> None:
-        channel = await layer.new_channel()
-        await layer.group_add("dashboard", channel)
-        layer.receiver_add(channel, take)
-
-    loop.run_until_complete(subscribe())
-    loop.call_soon(on_loop.set)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        assert on_loop.wait(5)
+    with member_on_a_loop_thread(layer, take):
         sent = [layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": str(n)}) for n in range(50)]
         assert sent == [True] * 50
         assert all_in.wait(5)
         assert taken == [str(n) for n in range(50)]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
     assert layer.group_send_soon("dashboard", {"type": "dashboard.message", "text": "late"}) is False
     assert taken[-1] == "49"
