@@ -34,7 +34,8 @@ Receiver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Inbox:
-    """A channel's waiting messages: the part of `asyncio.Queue` the in-memory layer uses, in a fraction of its memory.
+    """A channel's waiting messages: the part of `asyncio.Queue` the in-memory layer (and `serve`'s edge, for each
+    connection's incoming messages) uses, in a fraction of its memory.
 
     Every open dashboard socket has a channel whose consumer waits on it for as long as the socket is open, though
     with a direct receiver nothing ever arrives there. An `asyncio.Queue` holds four deques (~3 KiB on 64-bit

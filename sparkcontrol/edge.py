@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from urllib.parse import unquote
 
 from daphne.server import Server  # isort: skip - installs the asyncio reactor before anything imports one
 from daphne.http_protocol import HTTPFactory, WebRequest
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.db import close_old_connections
@@ -38,6 +40,7 @@ from twisted.web.http import (  # not through the module: twisted.web.http is a 
     _GenericHTTPChannelProtocol,
 )
 
+from realtime.layers import Inbox
 from sparkcontrol.bodylimit import edge_body_limit, edge_credentials_needed, edge_too_large, edge_unauthenticated
 from sparkcontrol.serving import ThreadPool
 
@@ -293,8 +296,30 @@ class EdgeHTTPFactory(HTTPFactory):
             super().log(request)
 
 
+class EdgeWebSocketFactory(WebSocketFactory):
+    """daphne's websocket factory, whose protocols read its options from their class instead of each a copy.
+
+    autobahn copies every protocol option (~40) from the factory onto each new connection, unless the protocol
+    already has it: with 200 dashboards open that was 200 copies of the same values, the larger part of each
+    socket's ~3 KiB protocol dictionary. Here, whenever the options are set, a protocol class is made that holds
+    them; every connection reads the very values the factory holds.
+    """
+
+    def setProtocolOptions(self, **options: Any) -> None:  # noqa: N802 - autobahn's name
+        super().setProtocolOptions(**options)
+        values = {name: _class_value(getattr(self, name)) for name in WebSocketProtocol.CONFIG_ATTRS}
+        self.protocol = type("EdgeWebSocketProtocol", (WebSocketProtocol,), values)
+
+
+def _class_value(value: Any) -> Any:
+    """`value` as a class attribute that reads back as itself: a function (an option may be a callback) would
+    otherwise come back bound to the connection."""
+    return staticmethod(value) if inspect.isfunction(value) else value
+
+
 class EdgeServer(Server):
-    """daphne's server with `EdgeHTTPFactory`; `edge_pool` runs the credential checks (the HTTP pool's threads)."""
+    """daphne's server with `EdgeHTTPFactory` and `EdgeWebSocketFactory`; `edge_pool` runs the credential checks (the
+    HTTP pool's threads)."""
 
     def __init__(self, *, edge_pool: ThreadPool, **kwargs: Any) -> None:
         self.edge_pool = edge_pool
@@ -309,14 +334,36 @@ class EdgeServer(Server):
         # daphne's run() builds its own factory in place; this server puts the edge-checking one there instead.
         self._edge_http_factory = factory if isinstance(factory, EdgeHTTPFactory) else EdgeHTTPFactory(self)
 
+    @property
+    def ws_factory(self) -> WebSocketFactory:
+        return self._edge_ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: WebSocketFactory) -> None:
+        # As for HTTP: daphne's run() makes its factory, then sets its options on whatever this property returns.
+        if not isinstance(factory, EdgeWebSocketFactory):
+            factory = EdgeWebSocketFactory(self, server=self.server_name)
+        self._edge_ws_factory = factory
+
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
-        """daphne's, and the finished request is forgotten as soon as its application ends (`_edge_forget`)."""
-        application_queue = super().create_application(protocol, scope)
+        """daphne's, with an `Inbox` for the application's incoming messages, and the finished request forgotten as
+        soon as its application ends (`_edge_forget`).
+
+        daphne gives each application an `asyncio.Queue` (four deques, ~2 KiB); a dashboard socket keeps its queue
+        as long as it is open, mostly empty. An inbox makes its deque when a message first arrives.
+        """
         details = self.connections.get(protocol)
-        instance = details.get("application_instance") if details is not None else None
-        if instance is not None:
-            instance.add_done_callback(functools.partial(self._edge_forget, protocol))
-        return application_queue
+        if details is None:
+            return None
+        assert "application_instance" not in details, "one application per connection"
+        inbox = Inbox()
+        scope.setdefault("asgi", {"version": "3.0"})
+        instance = asyncio.ensure_future(
+            self.application(scope=scope, receive=inbox.get, send=functools.partial(self.handle_reply, protocol))
+        )
+        details["application_instance"] = instance
+        instance.add_done_callback(functools.partial(self._edge_forget, protocol))
+        return inbox
 
     def _edge_forget(self, protocol: Any, instance: asyncio.Future) -> None:
         """Drop a request whose answer is finished and whose application ended cleanly from daphne's connection

@@ -191,3 +191,32 @@ def test_without_the_fast_handler_serve_runs_djangos_own(monkeypatch, settings):
     assert isinstance(server.edge_pool, ThreadPool) and server.edge_pool.threads == 2
     status, body = asyncio.run(_call(server.application, _scope("/api/health")))
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_the_pool_runs_a_trickle_of_calls_on_one_thread_and_a_burst_on_all():
+    """The thread that went idle last takes the next call: one call at a time keeps to one thread (its connection
+    and caches stay warm, the others stay cold); calls at once spread over every thread and all are answered."""
+    from sparkcontrol.serving import ThreadPool
+
+    pool = ThreadPool(threads=4, name="test-pool")
+
+    def where(delay: float = 0.0) -> str:
+        if delay:
+            threading.Event().wait(delay)
+        return threading.current_thread().name
+
+    def boom() -> None:
+        raise ValueError("from the pool")
+
+    async def main() -> tuple[list[str], list[str]]:
+        await pool.run(where)
+        await asyncio.sleep(0.2)  # every thread has started and waits
+        one_at_a_time = [await pool.run(where) for _ in range(30)]
+        at_once = await asyncio.gather(*(pool.run(where, 0.05) for _ in range(12)))
+        with pytest.raises(ValueError, match="from the pool"):
+            await pool.run(boom)
+        return one_at_a_time, list(at_once)
+
+    one_at_a_time, at_once = asyncio.run(main())
+    assert len(set(one_at_a_time)) == 1
+    assert len(at_once) == 12 and len(set(at_once)) == 4

@@ -71,3 +71,40 @@ async def test_sse_stream_sends_every_event_then_ends_and_resumes(django_user_mo
     assert everything[-1]["state"] == "ready"
     resumed = await asyncio.wait_for(read({"Last-Event-ID": "2"}), timeout=10)
     assert [e["seq"] for e in resumed] == [3, 4]
+
+
+async def _connect_with_cookie(cookie: str | None):  # type: ignore[no-untyped-def]
+    from realtime.auth import dashboard_auth_stack
+
+    headers = [(b"origin", b"http://testserver")]
+    if cookie is not None:
+        headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(dashboard_auth_stack(DashboardConsumer.as_asgi()), "/ws/swaps/", headers)
+    connected, code = await communicator.connect()
+    return communicator, connected, code
+
+
+async def test_the_socket_knows_a_signed_in_session_and_refuses_a_missing_unknown_or_stale_one(django_user_model):
+    """The dashboard's sign-in check: the session cookie's user is in the scope; no cookie, an unknown session key,
+    and a session whose password hash no longer matches (the password changed since) are all refused."""
+    from django.conf import settings
+    from django.test import Client
+
+    user = await sync_to_async(django_user_model.objects.create_user)(username="s", password="pw-123-abc")
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    signed_in = f"csrftoken=x; {settings.SESSION_COOKIE_NAME}={session_key}"
+    communicator, connected, _ = await _connect_with_cookie(signed_in)
+    assert connected
+    await communicator.disconnect()
+
+    for cookie in (None, "csrftoken=x", f"{settings.SESSION_COOKIE_NAME}=no-such-session"):
+        communicator, connected, code = await _connect_with_cookie(cookie)
+        assert not connected and code == 4401, cookie
+
+    user.set_password("another-pw-456")
+    await sync_to_async(user.save)()
+    communicator, connected, code = await _connect_with_cookie(f"{settings.SESSION_COOKIE_NAME}={session_key}")
+    assert not connected and code == 4401
