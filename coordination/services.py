@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -314,6 +313,8 @@ def webhooks_enqueue(*, event: str, swap: dict[str, Any]) -> list[int]:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    import httpx  # here: the HTTP client is ~5.5 MiB of every process, needed only where receivers are configured
+
     # The host's addresses are judged now, and the connection goes to the judged one: a name cannot pass the check
     # with one answer and be connected to with another. Host header and TLS name stay the URL's.
     target = httpx.URL(url)
@@ -335,6 +336,8 @@ def _post_within_deadline(url: str, body: bytes, headers: dict[str, str]) -> tup
     stretch it; the future's deadline bounds the attempt as a whole. An abandoned request thread ends by itself
     at httpx's next phase timeout.
     """
+    import httpx
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-post")
     try:
         return pool.submit(_post, url, body, headers).result(timeout=WEBHOOK_TIMEOUT_S), ""

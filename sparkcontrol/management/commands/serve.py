@@ -172,8 +172,10 @@ class Command(OperatorCommand):
 
         from daphne.endpoints import build_endpoint_description_strings
 
+        from sparkcontrol.memory import malloc_arenas_limit
         from sparkcontrol.serving import keep_database_connections, serving_server
 
+        malloc_arenas_limit()  # before the pool and the workers start their threads
         if settings.FAST_HANDLER:
             # Its pool's threads live as long as the process: they may keep their connection between requests.
             # Django's own handler gives each request a new thread, whose connection must close with it.
