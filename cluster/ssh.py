@@ -138,8 +138,25 @@ class SparkConnection:
         finally:
             _close_quietly(channel)
 
-    def run(self, command: str, *, stdin: str | None = None, timeout: float = 60.0) -> CommandResult:
-        """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed."""
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: str | None = None,
+        timeout: float = 60.0,
+        started: threading.Event | None = None,
+    ) -> CommandResult:
+        """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed. `started` is set once
+        the server has started the command (or the attempt failed)."""
+        try:
+            return self._run(command, stdin=stdin, timeout=timeout, started=started)
+        finally:
+            if started is not None:
+                started.set()
+
+    def _run(
+        self, command: str, *, stdin: str | None, timeout: float, started: threading.Event | None
+    ) -> CommandResult:
         with self._channel(timeout) as channel:
             try:
                 channel.settimeout(timeout)
@@ -149,6 +166,8 @@ class SparkConnection:
                     # drops the whole connection, every other session on it included, on an EOF for a channel it has
                     # freed. The command reads /dev/null instead.
                     channel.exec_command(STDIN_CLOSED + command)
+                    if started is not None:
+                        started.set()
                 else:
                     # The command reads its input to the end before it ends, so the EOF comes first.
                     channel.exec_command(command)

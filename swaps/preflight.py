@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class LauncherProbe:
     host: SparkHost
     command: str
     result: Future[CommandResult]
+    started: threading.Event = field(default_factory=threading.Event)  # the head runs the command (or it failed)
 
     def take(self, *, head: SparkHost, command: str) -> CommandResult | None:
         """The answer, if it was asked of this very head (same row, same SSH identity) with this command; None
@@ -146,12 +148,20 @@ def launcher_probe_start(*, cluster: ClusterSettings) -> LauncherProbe | None:
     if head is None:
         return None
     command = build_capabilities_command(cluster=cluster)
+    started = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-launcher")
     try:
-        future = pool.submit(lambda: spark_connect(head).run(command, timeout=20))
+        future = pool.submit(_probe_run, head, command, started)
     finally:
         pool.shutdown(wait=False)
-    return LauncherProbe(host=head, command=command, result=future)
+    return LauncherProbe(host=head, command=command, result=future, started=started)
+
+
+def _probe_run(head: SparkHost, command: str, started: threading.Event) -> CommandResult:
+    try:
+        return spark_connect(head).run(command, timeout=20, started=started)
+    finally:
+        started.set()
 
 
 def preflight_nodes(*, entry: ModelEntry) -> tuple[list[SparkHost], str | None]:

@@ -84,6 +84,9 @@ READY_HINTS = re.compile(r"Application startup complete|Uvicorn running on|Start
 NEAR_READY_HINTS = re.compile(
     r"Capturing CUDA graph|Graph capturing finished|torch.compile takes|Available KV cache memory|init engine", re.I
 )
+# How long the runner waits for the head to start the launcher's capabilities command before its own first writes
+# (a new SSH connection takes longer; the writes then overlap with the handshake instead).
+PROBE_DISPATCH_WAIT_SECONDS = 0.1
 # Readiness: a TCP connect to the vLLM port (refused until it listens, ~0.1 ms) every PORT_WATCH_SECONDS, then one
 # GET /v1/models once it accepts. Closer watching for a while after a hint in the log.
 PORT_WATCH_SECONDS = 0.05
@@ -189,6 +192,11 @@ class SwapRunner:
         # The launcher's capabilities are asked of the head first; the state write and the preparations run while
         # it answers (it changes nothing on the node).
         probe = launcher_probe_start(cluster=self.cluster)
+        if probe is not None:
+            # Until the head has the command, this thread keeps off the interpreter: Python hands its lock to a
+            # waiting thread only after up to 5 ms, and each step of the dispatch (open a channel, exec) waited
+            # that long behind the state write below. Once the command runs, the writes overlap with its answer.
+            probe.started.wait(PROBE_DISPATCH_WAIT_SECONDS)
         swap_transition(swap=self.swap, state=SwapState.PREFLIGHT, started_at=timezone.now(), worker=self.worker)
         self._preflight(probe)
         if self.swap.dry_run:
