@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -55,6 +54,8 @@ def cron_error(expression: str) -> str | None:
         return f"give at most {CRON_MAX_LENGTH} characters"
     if not text.startswith("@") and len(text.split()) not in (5, 6):
         return "give five fields (minute hour day-of-month month day-of-week, and optionally seconds), e.g. '0 2 * * *'"
+    from croniter import croniter  # here: ~1 MiB, loaded once a schedule is written or run
+
     if text in ("@reboot",) or not croniter.is_valid(text):
         return f"{text!r} is not a valid cron expression"
     return None
@@ -140,11 +141,15 @@ class ScheduledAction(models.Model):
 
     def occurrence_after(self, moment: datetime) -> datetime:
         """The first occurrence strictly after `moment` (aware), in UTC."""
+        from croniter import croniter
+
         zone = ZoneInfo(self.timezone)
         return croniter(self.cron, moment.astimezone(zone)).get_next(datetime).astimezone(UTC)
 
     def occurrence_at_or_before(self, moment: datetime) -> datetime:
         """The latest occurrence at or before `moment` (aware), in UTC."""
+        from croniter import croniter
+
         zone = ZoneInfo(self.timezone)
         # get_prev is strictly before its start: start just after `moment` so an occurrence at `moment` counts.
         start = (moment + timedelta(microseconds=1)).astimezone(zone)

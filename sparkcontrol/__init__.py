@@ -11,8 +11,10 @@ import sys
 #   which Spark Control never reads (hosts come from topology);
 # - Twisted imports pyOpenSSL (with service_identity) for TLS, which `serve` does not speak: it serves plain HTTP
 #   on the address it is given, and TLS belongs to the reverse proxy in front (docs/OPERATIONS.md);
-# - autobahn imports cbor2 for WAMP's serializers; the dashboard websocket is plain WebSocket with JSON text.
-for _unused in ("httpx._main", "invoke", "OpenSSL", "cbor2"):
+# - autobahn imports cbor2 for WAMP's serializers (the dashboard websocket is plain WebSocket with JSON text), and
+#   click only to colour its console messages. A program that uses click itself (uvicorn) imports it before it
+#   imports Spark Control, and keeps it.
+for _unused in ("httpx._main", "invoke", "OpenSSL", "cbor2", "click"):
     sys.modules.setdefault(_unused, None)
 
 # autobahn's native UTF-8 validator and unmasker (NVX) compile their C declarations with pycparser when imported
