@@ -158,7 +158,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"routine_tasks": {"()": "sparkcontrol.logfilters.RoutineTasksAtDebug"}},
-    "loggers": {"django_tasks": {"filters": ["routine_tasks"]}},
+    "loggers": {
+        "django_tasks": {"filters": ["routine_tasks"]},
+        # autobahn says at every start that its native helpers are off (sparkcontrol/__init__.py turns them off).
+        "autobahn.websocket": {"level": "WARNING"},
+    },
 }
 
 # --- auth, sessions, security ---------------------------------------------------------------------------------
