@@ -12,11 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 import threading
 import time
-
-logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 SERVE_ARENAS = 2

@@ -220,3 +220,33 @@ def test_the_pool_runs_a_trickle_of_calls_on_one_thread_and_a_burst_on_all():
     one_at_a_time, at_once = asyncio.run(main())
     assert len(set(one_at_a_time)) == 1
     assert len(at_once) == 12 and len(set(at_once)) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_thread_left_idle_closes_its_database_connection(monkeypatch):
+    """After a burst, a thread nobody needs lets go of its connection; one in steady use keeps it."""
+    from django.db import connection
+
+    from sparkcontrol import serving
+
+    monkeypatch.setattr(serving, "POOL_IDLE_RELEASE_SECONDS", 0.3)
+    pool = serving.ThreadPool(threads=1, name="test-idle")
+
+    def query() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return connection.connection is not None
+
+    def still_open() -> bool:
+        return connection.connection is not None
+
+    async def main() -> tuple[bool, bool, bool]:
+        opened = await pool.run(query)
+        kept = await pool.run(still_open)  # straight after: still open
+        await asyncio.sleep(0.8)
+        after_idle = await pool.run(still_open)
+        return opened, kept, after_idle
+
+    opened, kept, after_idle = asyncio.run(main())
+    assert opened and kept
+    assert not after_idle
