@@ -3,9 +3,9 @@
 django-tasks-db's `Worker` polls the database every `interval` seconds. Here it runs in a thread and is also
 woken by the `task_enqueued` signal, so a swap enqueued by this process starts at once instead of after the
 next poll; tasks enqueued by other processes are still found by the poll. A task the signal names is claimed by
-its id, with one conditional UPDATE: the poll's claim (a search for the first ready task, in an exclusive
-transaction on SQLite) took ~1 ms of a swap's dispatch. Whoever's UPDATE changes the row runs the task, so each
-task still runs once, whichever process or poll gets there first.
+its id, with one conditional UPDATE, instead of the poll's search for the first ready task in an exclusive
+transaction (on SQLite). Whoever's UPDATE changes the row runs the task, so each task still runs once, whichever
+process or poll gets there first.
 
 Each queue has a thread of its own (`EMBEDDED_QUEUES`): a swap never waits behind webhook deliveries to receivers
 that do not answer, nor behind probe sweeps, and a slow webhook receiver does not stall the probes either.

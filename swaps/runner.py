@@ -84,8 +84,8 @@ READY_HINTS = re.compile(r"Application startup complete|Uvicorn running on|Start
 NEAR_READY_HINTS = re.compile(
     r"Capturing CUDA graph|Graph capturing finished|torch.compile takes|Available KV cache memory|init engine", re.I
 )
-# How long the runner waits for the head to start the launcher's capabilities command before its own first writes
-# (a new SSH connection takes longer; the writes then overlap with the handshake instead).
+# How long a swap waits for the head to start the launcher's capabilities command before its own database work
+# (a new SSH connection takes longer; that work then overlaps with the handshake instead).
 PROBE_DISPATCH_WAIT_SECONDS = 0.1
 # Readiness: a TCP connect to the vLLM port (refused until it listens, ~0.1 ms) every PORT_WATCH_SECONDS, then one
 # GET /v1/models once it accepts. Closer watching for a while after a hint in the log.
