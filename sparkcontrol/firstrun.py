@@ -28,6 +28,7 @@ MIGRATE_LOCK_KEY = 0x5C_0A_11_66
 
 def migrations_pending() -> bool:
     """Whether some migration file of an installed app is not recorded as applied (or that cannot be told)."""
+    from django.db.migrations.loader import MigrationLoader
     from django.db.migrations.recorder import MigrationRecorder
 
     recorder = MigrationRecorder(connection)
@@ -35,9 +36,15 @@ def migrations_pending() -> bool:
         return True
     applied = set(recorder.applied_migrations())
     for config in apps.get_app_configs():
+        # Where Django's loader looks for this app's migrations (MIGRATION_MODULES included), without loading them.
+        module_name, _ = MigrationLoader.migrations_module(config.label)
+        if module_name is None:
+            continue  # migrations turned off for this app
         try:
-            package = import_module(f"{config.name}.migrations")
-        except ModuleNotFoundError:
+            package = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                return True  # the package is there but does not import: let migrate say why
             continue  # an app without migrations
         for module in pkgutil.iter_modules(getattr(package, "__path__", [])):
             # Django's loader skips the same names (private modules, editor leftovers).
