@@ -1031,26 +1031,72 @@ def _rendezvous_dir(node: Node, addr: str | None, port: str | None) -> str:
     return os.path.join(node.root, "rendezvous", f"{addr}_{port}")
 
 
-def _join(node: Node, addr: str | None, port: str | None, rank: int) -> None:
-    path = _rendezvous_dir(node, addr, port)
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, f"rank{rank}"), "w", encoding="utf-8") as fh:
-        fh.write(str(os.getpid()))
-
-
-def _rank_alive(node: Node, addr: str | None, port: str | None, rank: int) -> bool:
+def _process_identity(pid: int) -> str | None:
+    """``pid:start-time`` of a running process, or None when it has exited (a zombie counts as exited). The start
+    time tells a reused PID from the process that wrote a record."""
     try:
-        with open(os.path.join(_rendezvous_dir(node, addr, port), f"rank{rank}"), encoding="utf-8") as fh:
-            pid = int(fh.read().strip() or 0)
-        os.kill(pid, 0)
-        return True
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rpartition(")")[2].split()
     except (OSError, ValueError):
+        return None
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return f"{pid}:{fields[19]}"
+
+
+def _alive(identity: str) -> bool:
+    pid, _, _ = identity.partition(":")
+    return pid.isdigit() and _process_identity(int(pid)) == identity
+
+
+def _open_store(node: Node, addr: str | None, port: str | None) -> str:
+    """Rank 0 opens the rendezvous store, as torch.distributed's TCPStore listens on the master address: a store of
+    this process's own, so a rank of an earlier run (whose store has gone with its rank 0) can never count as
+    joined. Returns the store's directory."""
+    base = _rendezvous_dir(node, addr, port)
+    me = _process_identity(os.getpid()) or str(os.getpid())
+    store = os.path.join(base, me.replace(":", "_"))
+    os.makedirs(store, exist_ok=True)
+    current = os.path.join(base, "current")
+    with open(f"{current}.{os.getpid()}", "w", encoding="utf-8") as fh:
+        fh.write(f"{me}\n{store}\n")
+    os.replace(f"{current}.{os.getpid()}", current)
+    return store
+
+
+def _find_store(node: Node, addr: str | None, port: str | None, rank: int) -> str:
+    """A worker rank connects to rank 0's store, retrying quietly until it listens (for ever if it never does). A
+    store whose rank is already held by a live process belongs to another engine on the same master port."""
+    current = os.path.join(_rendezvous_dir(node, addr, port), "current")
+    while True:
+        try:
+            with open(current, encoding="utf-8") as fh:
+                owner, store = fh.read().split("\n")[:2]
+        except (OSError, ValueError):
+            owner = store = ""
+        if owner and _alive(owner) and not _rank_alive(store, rank):
+            return store
+        time.sleep(0.05)
+
+
+def _join(store: str, rank: int) -> None:
+    identity = _process_identity(os.getpid()) or str(os.getpid())
+    with open(os.path.join(store, f"rank{rank}.{os.getpid()}"), "w", encoding="utf-8") as fh:
+        fh.write(identity)
+    os.replace(os.path.join(store, f"rank{rank}.{os.getpid()}"), os.path.join(store, f"rank{rank}"))
+
+
+def _rank_alive(store: str, rank: int) -> bool:
+    try:
+        with open(os.path.join(store, f"rank{rank}"), encoding="utf-8") as fh:
+            return _alive(fh.read().strip())
+    except OSError:
         return False
 
 
-def _wait_for_ranks(node: Node, addr: str | None, port: str | None, ranks: range) -> None:
+def _wait_for_ranks(store: str, ranks: range) -> None:
     """Wait quietly until every rank has joined, as NCCL/Gloo initialisation does (for ever if one never comes)."""
-    while not all(_rank_alive(node, addr, port, r) for r in ranks):
+    while not all(_rank_alive(store, r) for r in ranks):
         time.sleep(0.05)
 
 
@@ -1358,11 +1404,12 @@ def serve(node: Node, argv: list[str]) -> int:
                 "stacktrace below might be incorrect."
             )
             return 1
-        _join(node, *master, rank)
+        store = _open_store(node, *master) if rank == 0 else _find_store(node, *master, rank)
+        _join(store, rank)
         if rank == 0:
-            _wait_for_ranks(node, *master, range(1, world if backend == "ray" else nnodes))
+            _wait_for_ranks(store, range(1, world if backend == "ray" else nnodes))
         else:
-            _wait_for_ranks(node, *master, range(0, 1))
+            _wait_for_ranks(store, range(0, 1))
     log.info(
         "parallel_state.py:1208",
         f"rank {rank} in world size {world} is assigned as DP rank 0, PP rank 0, TP rank {rank}, EP rank {rank}",
