@@ -117,9 +117,9 @@ else:
     # on the busy timeout instead of one failing later with "database is locked" on lock upgrade. Each serving
     # thread keeps its connection (sparkcontrol/serving.py), so SQLite's page cache is per thread: 512 KiB each
     # instead of the default 2 MiB keeps a large swap history from growing the process (the OS caches the file).
-    # Each connection also keeps its most recent prepared statements, ~18 KiB each: Python's default of 128 let
-    # the long-lived threads' connections (task worker, swap runner, sampler) grow by ~3 MiB over a day's mix of
-    # queries. 16 still holds every hot path's few statements; preparing a statement again costs ~16 µs.
+    # Each connection also keeps its most recent prepared statements, ~18 KiB each: with Python's default of 128
+    # the long-lived threads' connections (task workers, housekeeping) grew the process by 1.5 MiB over the bench's
+    # run. 16 still holds every hot path's few statements; preparing a statement again costs ~16 µs.
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
