@@ -125,6 +125,8 @@ class Gateway:
         self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = weakref.WeakKeyDictionary()
         self._shared_caps: SharedCaps | None = None
         self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()  # the running thread's; a new thread gets a new one
+        self.goodbye_registered = False
         self.wake = threading.Event()
         self.published: tuple[dict[str, int], str | None] | None = None
         self.published_at = 0.0
@@ -191,34 +193,61 @@ class Gateway:
         with self.lock:
             if self.thread is not None:
                 return
-            self.thread = threading.Thread(target=self._run, name="gateway-refresh", daemon=True)
+            self.stopping = threading.Event()
+            self.thread = threading.Thread(target=self._run, args=(self.stopping,), name="gateway-refresh", daemon=True)
         self.thread.start()
-        atexit.register(self._goodbye)
+        if not self.goodbye_registered:
+            atexit.register(self._goodbye)
+            self.goodbye_registered = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the background thread; the next request starts another. A serving process's thread lives as long as
+        the process: this is for code that uses the gateway in passing (a test), so no thread outlives its use."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+            self.stopping.set()
+        self.wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _fast(self) -> bool:
         return self.held > 0 or bool(self.draining) or (self.swaps is not None and self.swaps.active is not None)
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         recycled = time.monotonic()
         failures = 0
-        while True:
+        while not stopping.is_set():
+            # Every step that touches the database is inside the guard: one failed query (a locked SQLite file, a
+            # Postgres restart) must cost one tick, never the thread, or the snapshots stop where they were.
             try:
                 self.refresh()
                 self.publish()
+                if time.monotonic() - recycled > CONNECTION_RECYCLE_SECONDS:
+                    recycled = time.monotonic()
+                    close_old_connections()
+                    ledger_forget_stale()
                 failures = 0
             except DatabaseError as exc:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
                     logger.warning("gateway refresh failed (%d in a row): %s", failures, exc)
-                close_old_connections()
+                self._drop_connections()
             except Exception:  # noqa: BLE001 - the refresher must outlive any surprise
-                logger.exception("gateway refresh crashed")
-            if time.monotonic() - recycled > CONNECTION_RECYCLE_SECONDS:
-                close_old_connections()
-                ledger_forget_stale()
-                recycled = time.monotonic()
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    logger.exception("gateway refresh crashed (%d in a row)", failures)
+            if stopping.is_set():
+                break
             self.wake.wait(FAST_TICK_SECONDS if self._fast() else gateway_settings().tick_s)
             self.wake.clear()
+
+    @staticmethod
+    def _drop_connections() -> None:
+        """After a failed query: close what is broken, so the next tick connects afresh."""
+        try:
+            close_old_connections()
+        except Exception:  # noqa: BLE001 - a connection that cannot even be checked is retried next tick
+            logger.debug("gateway refresh: closing the database connection failed", exc_info=True)
 
     def _goodbye(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -110,3 +111,13 @@ def model_factory(db) -> Callable[..., ModelEntry]:  # type: ignore[no-untyped-d
         return entry
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _gateway_refresher_stopped():
+    """A test that used the gateway in this process leaves no refresher thread behind: it would go on reading and
+    writing (its ledger row) the database through later tests."""
+    yield
+    runtime = sys.modules.get("gateway.runtime")
+    if runtime is not None:
+        runtime.gateway_runtime().stop()
