@@ -1044,6 +1044,13 @@ def _process_identity(pid: int) -> str | None:
     return f"{pid}:{fields[19]}"
 
 
+def _own_identity() -> str:
+    identity = _process_identity(os.getpid())
+    if identity is None:
+        raise RuntimeError("the fake vLLM needs /proc to tell its ranks apart")
+    return identity
+
+
 def _alive(identity: str) -> bool:
     pid, _, _ = identity.partition(":")
     return pid.isdigit() and _process_identity(int(pid)) == identity
@@ -1054,7 +1061,7 @@ def _open_store(node: Node, addr: str | None, port: str | None) -> str:
     this process's own, so a rank of an earlier run (whose store has gone with its rank 0) can never count as
     joined. Returns the store's directory."""
     base = _rendezvous_dir(node, addr, port)
-    me = _process_identity(os.getpid()) or str(os.getpid())
+    me = _own_identity()
     store = os.path.join(base, me.replace(":", "_"))
     os.makedirs(store, exist_ok=True)
     current = os.path.join(base, "current")
@@ -1080,7 +1087,7 @@ def _find_store(node: Node, addr: str | None, port: str | None, rank: int) -> st
 
 
 def _join(store: str, rank: int) -> None:
-    identity = _process_identity(os.getpid()) or str(os.getpid())
+    identity = _own_identity()
     with open(os.path.join(store, f"rank{rank}.{os.getpid()}"), "w", encoding="utf-8") as fh:
         fh.write(identity)
     os.replace(os.path.join(store, f"rank{rank}.{os.getpid()}"), os.path.join(store, f"rank{rank}"))
