@@ -28,6 +28,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 VERIFIED_DJANGO_SERIES = frozenset({(5, 2)})
 # A pool thread idle this long closes its database connections (see ThreadPool).
 POOL_IDLE_RELEASE_SECONDS = 2.0
+# How many pool threads take calls at once (see ThreadPool), and how long a call runs before its thread counts as
+# blocked and another may take a call in its place.
+POOL_BUSY_TARGET = 2
+POOL_GROW_AFTER_SECONDS = 0.1
 # How long a pool thread keeps its SQLite connection when the settings leave CONN_MAX_AGE at 0 (close per request).
 SQLITE_CONNECTION_SECONDS = 600
 # The URL names of the sign-in pages, answered from the login pool.
@@ -375,17 +380,29 @@ class ThreadPool:
     hands the freed memory back to the system: after a burst, only the threads that steady traffic uses keep one.
     Opening a connection again costs its next call ~1 ms.
 
+    At most `busy_target` threads take calls at once while they keep finishing them: a burst of quick calls (API
+    reads, the edge's credential checks) waits its turn on those few, which on a GIL-bound process answer as many
+    per second as all of them would. Each further thread that joined a burst opened a connection of its own (~0.4
+    MiB of SQLite memory: lookaside, schema, statements), and those, freed between live blocks once the burst was
+    over, stayed in the process as fragments. A busy thread whose call has run for `POOL_GROW_AFTER_SECONDS`
+    counts as blocked (in SSH, on a lock) and no longer against that number: while calls wait, another thread
+    takes one in its place, up to `threads`, so a few slow admin pages never hold up `/api/health`.
+
     The threads start on the first call, from the serving loop and through `sync_to_async`, as Django starts the
     threads of sync views: an `async_to_sync` call in a view (a push to dashboards) then runs on that loop, where
     the in-memory channel layer's consumers wait, instead of on a throw-away loop that never wakes them.
     """
 
-    def __init__(self, *, threads: int, name: str) -> None:
+    def __init__(self, *, threads: int, name: str, busy_target: int | None = None) -> None:
         self.threads = threads
         self.name = name
+        self.busy_target = min(threads, busy_target or POOL_BUSY_TARGET)
         self.lock = threading.Lock()
         self.idle: list[queue.SimpleQueue] = []  # each idle thread's inbox; the last one in goes first
         self.backlog: collections.deque = collections.deque()  # calls waiting for a thread
+        self.running: dict[int, float] = {}  # id of a busy thread's inbox -> when its call started
+        self.grow_timer: asyncio.TimerHandle | None = None
+        self.grow_loop: asyncio.AbstractEventLoop | None = None  # the loop of that timer
         self.runners: list[asyncio.Future] = []
 
     def run(self, fn: Callable, *args: Any) -> asyncio.Future:
@@ -400,19 +417,58 @@ class ThreadPool:
         future = loop.create_future()
         call = (loop, future, contextvars.copy_context(), fn, args)
         with self.lock:
-            inbox = self.idle.pop() if self.idle else None
+            inbox = self._take_idle(time.monotonic())
             if inbox is None:
                 self.backlog.append(call)
+                if self.running and (self.grow_timer is None or self.grow_loop is not loop):
+                    self.grow_timer, self.grow_loop = loop.call_later(POOL_GROW_AFTER_SECONDS, self._grow), loop
         if inbox is not None:
             inbox.put(call)
         return future
 
+    def _moving(self, now: float) -> int:
+        """How many busy threads started their call within `POOL_GROW_AFTER_SECONDS` (the rest count as blocked)."""
+        since = now - POOL_GROW_AFTER_SECONDS
+        return sum(1 for started in self.running.values() if started > since)
+
+    def _take_idle(self, now: float) -> queue.SimpleQueue | None:
+        """An idle thread's inbox, counted busy from `now`, if one may take a call (the caller holds the lock)."""
+        if not self.idle or self._moving(now) >= self.busy_target:
+            return None
+        inbox = self.idle.pop()
+        self.running[id(inbox)] = now
+        return inbox
+
+    def _grow(self) -> None:
+        """On the loop, while calls wait: idle threads take them in place of busy threads that are blocked."""
+        self.grow_timer = None
+        handed = []
+        with self.lock:
+            now = time.monotonic()
+            while self.backlog:
+                inbox = self._take_idle(now)
+                if inbox is None:
+                    break
+                handed.append((inbox, self.backlog.popleft()))
+            if self.backlog and self.running:
+                loop = self.backlog[0][0]
+                self.grow_timer, self.grow_loop = loop.call_later(POOL_GROW_AFTER_SECONDS, self._grow), loop
+        for inbox, call in handed:
+            inbox.put(call)
+
+    def _next_call(self, inbox: queue.SimpleQueue) -> tuple | None:
+        """A waiting call for this thread, or None after putting it on the idle stack (the caller holds the lock)."""
+        now = time.monotonic()
+        if self.backlog and self._moving(now) < self.busy_target:
+            self.running[id(inbox)] = now
+            return self.backlog.popleft()
+        self.idle.append(inbox)
+        return None
+
     def _work(self) -> None:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         with self.lock:
-            call = self.backlog.popleft() if self.backlog else None
-            if call is None:
-                self.idle.append(inbox)
+            call = self._next_call(inbox)
         while True:
             if call is None:
                 try:
@@ -428,9 +484,8 @@ class ThreadPool:
             del call, future, context, fn, args
             # Back on the idle stack before the caller hears of the result: its next call comes here.
             with self.lock:
-                call = self.backlog.popleft() if self.backlog else None
-                if call is None:
-                    self.idle.append(inbox)
+                del self.running[id(inbox)]
+                call = self._next_call(inbox)
             loop.call_soon_threadsafe(_settle, *outcome)
             del outcome
 

@@ -195,10 +195,11 @@ def test_without_the_fast_handler_serve_runs_djangos_own(monkeypatch, settings):
 
 def test_the_pool_runs_a_trickle_of_calls_on_one_thread_and_a_burst_on_all():
     """The thread that went idle last takes the next call: one call at a time keeps to one thread (its connection
-    and caches stay warm, the others stay cold); calls at once spread over every thread and all are answered."""
+    and caches stay warm, the others stay cold); calls at once spread over every thread the busy target allows
+    and all are answered."""
     from sparkcontrol.serving import ThreadPool
 
-    pool = ThreadPool(threads=4, name="test-pool")
+    pool = ThreadPool(threads=4, name="test-pool", busy_target=4)
 
     def where(delay: float = 0.0) -> str:
         if delay:
@@ -220,6 +221,54 @@ def test_the_pool_runs_a_trickle_of_calls_on_one_thread_and_a_burst_on_all():
     one_at_a_time, at_once = asyncio.run(main())
     assert len(set(one_at_a_time)) == 1
     assert len(at_once) == 12 and len(set(at_once)) == 4
+
+
+def test_a_burst_of_quick_calls_keeps_to_the_busy_target_and_blocked_calls_get_more_threads(monkeypatch):
+    """Quick calls, however many at once, run on at most `busy_target` threads (each further thread would open a
+    connection of its own); calls that block count as blocked after the grow delay, and the waiting calls then go
+    to further threads, up to `threads`, instead of queueing behind them."""
+    import time
+
+    from sparkcontrol import serving
+    from sparkcontrol.serving import ThreadPool
+
+    quick_pool = ThreadPool(threads=8, name="test-quick", busy_target=2)
+    pool = ThreadPool(threads=8, name="test-blocked", busy_target=2)
+
+    def quick() -> str:
+        sum(range(2000))
+        return threading.current_thread().name
+
+    def blocked(seconds: float) -> str:
+        threading.Event().wait(seconds)
+        return threading.current_thread().name
+
+    async def main() -> tuple[set[str], set[str], float, list[str]]:
+        await quick_pool.run(quick)
+        await pool.run(quick)
+        await asyncio.sleep(0.2)  # every thread has started and waits
+        # A grow delay no quick call reaches, however loaded the machine running the test.
+        monkeypatch.setattr(serving, "POOL_GROW_AFTER_SECONDS", 2.0)
+        quick_names = set(await asyncio.gather(*(quick_pool.run(quick) for _ in range(300))))
+        monkeypatch.setattr(serving, "POOL_GROW_AFTER_SECONDS", 0.025)
+        started = time.monotonic()
+        blocked_names = set(await asyncio.gather(*(pool.run(blocked, 0.3) for _ in range(8))))
+        elapsed = time.monotonic() - started
+        # Two calls stuck for a long time: a quick call after them is still answered, on a third thread.
+        stuck = [asyncio.ensure_future(pool.run(blocked, 1.0)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        answered = time.monotonic()
+        beside = await pool.run(quick)
+        waited = time.monotonic() - answered
+        await asyncio.gather(*stuck)
+        return quick_names, blocked_names, elapsed, [beside, f"{waited:.3f}"]
+
+    quick_names, blocked_names, elapsed, (beside, waited) = asyncio.run(main())
+    assert 1 <= len(quick_names) <= 2
+    # Eight calls of 0.3 s on two threads would take 1.2 s; each further thread joins after the grow delay.
+    assert len(blocked_names) == 8
+    assert elapsed < 0.3 + 8 * serving.POOL_GROW_AFTER_SECONDS + 0.4
+    assert float(waited) < 0.5
 
 
 @pytest.mark.django_db(transaction=True)

@@ -57,7 +57,13 @@ class Command(OperatorCommand):
             help="Serving processes sharing the port, each with its task worker (more than 1 needs REDIS_URL).",
         )
         parser.add_argument(
-            "--threads", type=int, default=16, help="Threads per process for sync views (each keeps a DB connection)."
+            "--threads",
+            type=int,
+            default=16,
+            help=(
+                "Threads per process for sync views (each keeps a DB connection); two take calls at once, more only "
+                "while those are blocked."
+            ),
         )
         # A process started by `--workers`: serve on the inherited socket, skip the once-per-start work.
         parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
