@@ -388,8 +388,10 @@ class ThreadPool:
     counts as blocked (in SSH, on a lock) and no longer against that number: while calls wait, another thread
     takes one in its place, up to `threads`, so a few slow admin pages never hold up `/api/health`.
 
-    The threads start on the first call, from the serving loop and through `sync_to_async`, as Django starts the
-    threads of sync views: an `async_to_sync` call in a view (a push to dashboards) then runs on that loop, where
+    Threads start as calls need them (a call waits, none is idle, fewer than the target are moving), up to
+    `threads`: a process that never saw more than a trickle runs two, not sixteen, each with its stack and its
+    thread state. They start from the serving loop and through `sync_to_async`, as Django starts the threads of sync
+    views: an `async_to_sync` call in a view (a push to dashboards) then runs on that loop, where
     the in-memory channel layer's consumers wait, instead of on a throw-away loop that never wakes them.
     """
 
@@ -403,28 +405,43 @@ class ThreadPool:
         self.running: dict[int, float] = {}  # id of a busy thread's inbox -> when its call started
         self.grow_timer: asyncio.TimerHandle | None = None
         self.grow_loop: asyncio.AbstractEventLoop | None = None  # the loop of that timer
+        self.started = 0  # threads started so far (they start as calls need them, up to `threads`)
+        self.starting = 0  # of which not yet taking calls
         self.runners: list[asyncio.Future] = []
 
     def run(self, fn: Callable, *args: Any) -> asyncio.Future:
         """Run `fn(*args)` in a pool thread, in a copy of the caller's context; await the result."""
         loop = asyncio.get_running_loop()
-        if not self.runners:
-            for index in range(self.threads):
-                work = sync_to_async(
-                    self._work, thread_sensitive=False, executor=DaemonThreadExecutor(f"{self.name}_{index}")
-                )
-                self.runners.append(asyncio.ensure_future(work()))
         future = loop.create_future()
         call = (loop, future, contextvars.copy_context(), fn, args)
+        start = None
         with self.lock:
-            inbox = self._take_idle(time.monotonic())
+            now = time.monotonic()
+            inbox = self._take_idle(now)
             if inbox is None:
                 self.backlog.append(call)
-                if self.running and (self.grow_timer is None or self.grow_loop is not loop):
+                start = self._reserve_start(now)
+                if self.grow_timer is None or self.grow_loop is not loop:
                     self.grow_timer, self.grow_loop = loop.call_later(POOL_GROW_AFTER_SECONDS, self._grow), loop
         if inbox is not None:
             inbox.put(call)
+        elif start is not None:
+            self._start_thread(start)
         return future
+
+    def _reserve_start(self, now: float) -> int | None:
+        """The number of a thread to start for a waiting call, if none is idle, fewer than the target are moving
+        and the pool is not full (the caller holds the lock)."""
+        if self.idle or self.started >= self.threads or self._moving(now) + self.starting >= self.busy_target:
+            return None
+        self.started += 1
+        self.starting += 1
+        return self.started - 1
+
+    def _start_thread(self, index: int) -> None:
+        """On the loop: one more pool thread, which takes the oldest waiting call."""
+        work = sync_to_async(self._work, thread_sensitive=False, executor=DaemonThreadExecutor(f"{self.name}_{index}"))
+        self.runners.append(asyncio.ensure_future(work()))
 
     def _moving(self, now: float) -> int:
         """How many busy threads started their call within `POOL_GROW_AFTER_SECONDS` (the rest count as blocked)."""
@@ -440,9 +457,9 @@ class ThreadPool:
         return inbox
 
     def _grow(self) -> None:
-        """On the loop, while calls wait: idle threads take them in place of busy threads that are blocked."""
+        """On the loop, while calls wait: idle or new threads take them in place of busy threads that are blocked."""
         self.grow_timer = None
-        handed = []
+        handed, starts = [], []
         with self.lock:
             now = time.monotonic()
             while self.backlog:
@@ -450,11 +467,18 @@ class ThreadPool:
                 if inbox is None:
                     break
                 handed.append((inbox, self.backlog.popleft()))
-            if self.backlog and self.running:
+            while len(starts) < len(self.backlog):
+                index = self._reserve_start(now)
+                if index is None:
+                    break
+                starts.append(index)
+            if self.backlog and (self.running or self.starting):
                 loop = self.backlog[0][0]
                 self.grow_timer, self.grow_loop = loop.call_later(POOL_GROW_AFTER_SECONDS, self._grow), loop
         for inbox, call in handed:
             inbox.put(call)
+        for index in starts:
+            self._start_thread(index)
 
     def _next_call(self, inbox: queue.SimpleQueue) -> tuple | None:
         """A waiting call for this thread, or None after putting it on the idle stack (the caller holds the lock)."""
@@ -468,6 +492,7 @@ class ThreadPool:
     def _work(self) -> None:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         with self.lock:
+            self.starting -= 1
             call = self._next_call(inbox)
         while True:
             if call is None:

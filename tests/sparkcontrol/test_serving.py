@@ -209,17 +209,16 @@ def test_the_pool_runs_a_trickle_of_calls_on_one_thread_and_a_burst_on_all():
     def boom() -> None:
         raise ValueError("from the pool")
 
-    async def main() -> tuple[list[str], list[str]]:
-        await pool.run(where)
-        await asyncio.sleep(0.2)  # every thread has started and waits
+    async def main() -> tuple[list[str], list[str], int]:
         one_at_a_time = [await pool.run(where) for _ in range(30)]
+        started_by_a_trickle = pool.started
         at_once = await asyncio.gather(*(pool.run(where, 0.05) for _ in range(12)))
         with pytest.raises(ValueError, match="from the pool"):
             await pool.run(boom)
-        return one_at_a_time, list(at_once)
+        return one_at_a_time, list(at_once), started_by_a_trickle
 
-    one_at_a_time, at_once = asyncio.run(main())
-    assert len(set(one_at_a_time)) == 1
+    one_at_a_time, at_once, started_by_a_trickle = asyncio.run(main())
+    assert len(set(one_at_a_time)) == 1 and started_by_a_trickle == 1  # the other threads were never started
     assert len(at_once) == 12 and len(set(at_once)) == 4
 
 
@@ -244,9 +243,6 @@ def test_a_burst_of_quick_calls_keeps_to_the_busy_target_and_blocked_calls_get_m
         return threading.current_thread().name
 
     async def main() -> tuple[set[str], set[str], float, list[str]]:
-        await quick_pool.run(quick)
-        await pool.run(quick)
-        await asyncio.sleep(0.2)  # every thread has started and waits
         # A grow delay no quick call reaches, however loaded the machine running the test.
         monkeypatch.setattr(serving, "POOL_GROW_AFTER_SECONDS", 2.0)
         quick_names = set(await asyncio.gather(*(quick_pool.run(quick) for _ in range(300))))
@@ -264,7 +260,7 @@ def test_a_burst_of_quick_calls_keeps_to_the_busy_target_and_blocked_calls_get_m
         return quick_names, blocked_names, elapsed, [beside, f"{waited:.3f}"]
 
     quick_names, blocked_names, elapsed, (beside, waited) = asyncio.run(main())
-    assert 1 <= len(quick_names) <= 2
+    assert 1 <= len(quick_names) <= 2 and quick_pool.started <= 2
     # Eight calls of 0.3 s on two threads would take 1.2 s; each further thread joins after the grow delay.
     assert len(blocked_names) == 8
     assert elapsed < 0.3 + 8 * serving.POOL_GROW_AFTER_SECONDS + 0.4
