@@ -11,6 +11,11 @@ the members of finished requests (a release never blocks the request path or the
 The local cap of `gateway.runtime` still applies first, so one process never holds more than the cap either. A
 request that finds the shared cap full keeps its local place and asks Redis again every POLL_SECONDS until its
 queue wait runs out; across processes the waiters are not served in arrival order.
+
+Redis not answering (a timeout, a refused connection, a restart) is retried the same way within that wait, and
+only when it outlasts the wait does the request get a clear refusal (`SharedCapsUnavailable`), never a bare 500.
+A retry after a timeout cannot take a second slot: the script admits a member it already holds at once, and a
+member whose admission was in doubt when the wait ran out is removed, so no slot is left held by nobody.
 """
 
 from __future__ import annotations
@@ -28,13 +33,24 @@ KEY_PREFIX = "sparkcontrol:gateway:cap:"
 LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 POLL_SECONDS = 0.02
+RETRY_SECONDS = 0.1  # between attempts while Redis does not answer
 
-# KEYS[1] the service's set; ARGV: cap, member, lease seconds. Returns 1 when admitted.
+# Redis's own errors (timeouts and lost connections included) and the OS's for a refused or reset socket.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+try:
+    from redis.exceptions import RedisError
+
+    REDIS_ERRORS = (RedisError, OSError)
+except ImportError:  # pragma: no cover - redis is a dependency; without it REDIS_URL cannot be used at all
+    pass
+
+# KEYS[1] the service's set; ARGV: cap, member, lease seconds. Returns 1 when admitted (or already holding a slot:
+# the retry of an attempt whose answer was lost).
 _ACQUIRE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[2])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) * 2)
   return 1
@@ -52,6 +68,10 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
+
+
+class SharedCapsUnavailable(Exception):
+    """Redis did not answer for the whole of a request's queue wait; the message names the last error."""
 
 
 class SharedCaps:
@@ -85,14 +105,29 @@ class SharedCaps:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         client = self._client()
+        failure: BaseException | None = None
         while True:
-            if await client.eval(_ACQUIRE, 1, key, cap, member, LEASE_SECONDS):
+            try:
+                admitted = await client.eval(_ACQUIRE, 1, key, cap, member, LEASE_SECONDS)
+            except REDIS_ERRORS as exc:
+                admitted, failure = 0, exc
+            else:
+                failure = None
+            if admitted:
                 with self._lock:
                     self._held[member] = key
                 return member
-            if loop.time() + POLL_SECONDS > deadline:
-                return None
-            await asyncio.sleep(POLL_SECONDS)
+            pause = POLL_SECONDS if failure is None else RETRY_SECONDS
+            if loop.time() + pause > deadline:
+                if failure is None:
+                    return None
+                self._start()
+                self._releases.put((key, member))  # in case an unanswered attempt did take a slot
+                raise SharedCapsUnavailable(
+                    f"Redis ({_redacted(self.url)}), which holds the caps shared by the web processes, did not "
+                    f"answer within {wait_s:g} s: {_described(failure)}"
+                ) from failure
+            await asyncio.sleep(pause)
 
     # --- from any thread -------------------------------------------------------------------------------------
     def release(self, member: str) -> None:
@@ -136,9 +171,29 @@ class SharedCaps:
                     held = list(self._held.items())
                 if held:
                     renew(keys=[key for _, key in held], args=[LEASE_SECONDS, *[member for member, _ in held]])
-            except Exception:  # noqa: BLE001 - Redis away: members lapse on their own after LEASE_SECONDS
+            except REDIS_ERRORS as exc:  # Redis away: its members lapse on their own after LEASE_SECONDS
+                logger.warning(
+                    "could not release or renew the gateway's shared cap slots in Redis: %s", _described(exc)
+                )
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.exception("could not release or renew the gateway's shared cap slots in Redis")
 
     def held_count(self) -> int:
         with self._lock:
             return len(self._held)
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -26,7 +26,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import DatabaseError, close_old_connections
 
-from gateway.caps import SharedCaps
+from gateway.caps import SharedCaps, SharedCapsUnavailable
 from gateway.conf import gateway_settings
 from gateway.metrics import HELD, IN_FLIGHT, QUEUED
 from gateway.routing import (
@@ -433,6 +433,12 @@ class Gateway:
         left = max(0.0, settings.queue_wait_s - (time.monotonic() - started))
         try:
             member = await self.shared_caps.acquire(service=service.key, cap=service.cap, wait_s=left)
+        except SharedCapsUnavailable as exc:
+            lease.release()
+            logger.warning("gateway: %s refused: %s", service.key, exc)
+            return _refuse(
+                503, "shared_cap_unavailable", str(exc), retry_after=settings.retry_after_s, service=service.key
+            )
         except BaseException:
             lease.release()
             raise

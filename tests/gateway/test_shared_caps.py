@@ -56,5 +56,8 @@ def test_two_web_processes_together_never_send_the_upstream_more_than_the_cap(
         stream.join(60)
     watch.stop.set()
     watch.join(5)
-    assert [stream.status for stream in streams] == [200] * 6, [stream.text[:200] for stream in streams]
+    refused = {
+        index: (stream.status, stream.text[:400]) for index, stream in enumerate(streams) if stream.status != 200
+    }
+    assert not refused, f"streams answered otherwise than 200 (index: status, body): {refused}"
     assert watch.highest == 2, f"the upstream saw {watch.highest} requests at once; the cap is 2"
