@@ -56,13 +56,15 @@ class Command(OperatorCommand):
             default=1,
             help="Serving processes sharing the port, each with its task worker (more than 1 needs REDIS_URL).",
         )
+        from sparkcontrol.serving import POOL_BUSY_TARGET
+
         parser.add_argument(
             "--threads",
             type=int,
             default=16,
             help=(
-                "Threads per process for sync views (each keeps a DB connection); two take calls at once, more only "
-                "while those are blocked."
+                f"Threads per process for sync views (each keeps a DB connection); {POOL_BUSY_TARGET} take calls at "
+                f"once, more only while those are blocked."
             ),
         )
         # A process started by `--workers`: serve on the inherited socket, skip the once-per-start work.
