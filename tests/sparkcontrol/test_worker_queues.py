@@ -107,3 +107,33 @@ def test_an_enqueued_task_wakes_only_the_workers_that_take_its_queue() -> None:
     assert woken("webhooks") == [["webhooks"]]
     assert woken("default") == [["*"]]  # the catch-all takes any queue the others leave
     assert len(woken(None)) == len(workers)  # not known: everyone looks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idle_workers_leave_the_looking_to_one_scout_and_a_delayed_task_still_runs_when_due() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from cluster.tasks import probe_sweep
+
+    workers = start_embedded_worker(interval=0.1)
+    try:
+        time.sleep(0.3)  # each worker's first search, at its start
+        before = [worker.claims for worker in workers]
+        time.sleep(1.0)  # ten of the scout's looks, with nothing to find
+        assert [worker.claims for worker in workers] == before, "idle workers searched for tasks on their own"
+        due = timezone.now() + timedelta(seconds=0.6)
+        # Not ready when enqueued: its enqueue wakes the catch-all worker, which finds nothing; the scout must.
+        result = probe_sweep.using(run_after=due).enqueue("status", [])
+        assert _wait(lambda: DBTaskResult.objects.get(pk=result.id).status == "SUCCESSFUL", timeout=5)
+        started = DBTaskResult.objects.get(pk=result.id).started_at
+        assert started >= due
+        assert (started - due).total_seconds() < 1.0, f"a due task waited {started - due} for a worker"
+        searched = [worker.queue_names for worker, was in zip(workers, before, strict=True) if worker.claims != was]
+        assert searched == [["*"]], f"the scout woke workers of other queues too: {searched}"
+    finally:
+        for worker in workers:
+            worker.stop()
+        _wait(lambda: not any(worker.running_task for worker in workers), timeout=10)
