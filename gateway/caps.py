@@ -85,6 +85,7 @@ class SharedCaps:
         self._lock = threading.Lock()
         self._releases: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # --- on the request's event loop -------------------------------------------------------------------------
     def _client(self) -> Any:
@@ -150,11 +151,13 @@ class SharedCaps:
 
         client = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
         renew = client.register_script(_RENEW)
-        while True:
+        while not self._closed.is_set():
             try:
                 item = self._releases.get(timeout=RENEW_SECONDS)
             except queue.Empty:
                 item = None
+            if self._closed.is_set():
+                break
             try:
                 if item is not None:
                     pipe = client.pipeline(transaction=False)
@@ -163,6 +166,8 @@ class SharedCaps:
                         try:
                             more = self._releases.get_nowait()
                         except queue.Empty:
+                            break
+                        if more is None:
                             break
                         pipe.zrem(*more)
                     pipe.execute()
@@ -177,6 +182,13 @@ class SharedCaps:
                 )
             except Exception:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.exception("could not release or renew the gateway's shared cap slots in Redis")
+
+    def close(self) -> None:
+        """End the cap thread (its slots lapse on their own); for code that uses the caps in passing, as tests do."""
+        self._closed.set()
+        self._releases.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
 
     def held_count(self) -> int:
         with self._lock:

@@ -19,7 +19,9 @@ REDIS_URL = "redis://127.0.0.1:6379/13"
 @pytest.fixture
 def shared() -> SharedCaps:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
-    yield SharedCaps(REDIS_URL, namespace=namespace)
+    caps_ = SharedCaps(REDIS_URL, namespace=namespace)
+    yield caps_
+    caps_.close()
     server = redis.Redis.from_url(REDIS_URL)
     for key in server.scan_iter(f"{caps.KEY_PREFIX}{namespace}:*"):
         server.delete(key)
@@ -45,6 +47,7 @@ async def test_slots_of_a_process_that_died_lapse_instead_of_leaking(shared, mon
     member = await shared.acquire(service="asr", cap=1, wait_s=3)
     assert member is not None
     assert 0.2 < time.monotonic() - started < 2.5
+    dead.close()
 
 
 async def test_a_live_request_is_renewed_past_its_lease(shared, monkeypatch):
@@ -57,6 +60,7 @@ async def test_a_live_request_is_renewed_past_its_lease(shared, monkeypatch):
     assert await other.acquire(service="asr", cap=1, wait_s=0.2) is None
     shared.release(holder)
     assert await other.acquire(service="asr", cap=1, wait_s=2) is not None
+    other.close()
 
 
 def _closed_port() -> int:
@@ -74,6 +78,7 @@ async def test_redis_away_for_the_whole_wait_is_a_clear_refusal_naming_it_not_an
     message = str(refused.value)
     assert "Redis (redis://:***@127.0.0.1:" in message and "did not answer within 0.5 s" in message
     assert "hunter2" not in message
+    shared.close()
 
 
 class LosesOneAnswer:
@@ -118,6 +123,7 @@ async def test_a_retry_after_a_lost_answer_does_not_take_a_second_slot(shared):
     try:
         member = await through_relay.acquire(service="asr", cap=1, wait_s=2)
     finally:
+        through_relay.close()
         await relay.close()
     assert relay.lost == 1, "the relay did not drop an answer: the test proves nothing"
     assert member is not None, "the retry was refused: the slot its lost attempt took counted against it"
@@ -140,6 +146,7 @@ async def test_a_refusal_after_a_doubtful_attempt_gives_back_the_slot_it_may_hol
         assert relay.lost == 1
         assert await shared.acquire(service="asr", cap=1, wait_s=2) is not None, "the doubtful slot stayed taken"
     finally:
+        through_relay.close()
         await relay.close()
 
 
@@ -166,3 +173,4 @@ async def test_the_gateway_answers_503_when_the_shared_cap_cannot_be_reached(set
     assert decision.action == "refuse" and decision.status == 503, decision
     assert decision.code == "shared_cap_unavailable" and "Redis (redis://127.0.0.1:" in decision.message
     assert gateway.service_in_flight["asr"] == 0, "the local slot it took first was not given back"
+    gateway.shared_caps.close()

@@ -37,6 +37,27 @@ def database_only(samples: Samples) -> Samples:
     return {key: v for key, v in samples.items() if key[0].startswith("sparkcontrol_")}
 
 
+MOVING = {"sparkcontrol_lock_remaining_seconds", "sparkcontrol_swap_active_age_seconds"}
+
+
+def assert_processes_agree(first: str, second: str, attempts: int = 10) -> None:
+    """The database's metrics read through `second` equal those read through `first` just before and just after.
+
+    The load sampler and the periodic ticks keep writing (a load sample every 2 s): two scrapes a moment apart may
+    straddle a write. Only a bracket in which `first` read the same twice compares `second` with it."""
+    for _ in range(attempts):
+        before = _steady(scrape(first))
+        other = _steady(scrape(second))
+        if _steady(scrape(first)) == before:
+            assert other == before
+            return
+    raise AssertionError(f"the database's metrics kept moving for {attempts} tries; cannot compare the processes")
+
+
+def _steady(samples: Samples) -> Samples:
+    return {key: v for key, v in database_only(samples).items() if key[0] not in MOVING}
+
+
 def test_metrics_after_a_real_swap_agree_across_processes(deployment: Deployment, sim):
     web1, web2, web3 = (deployment.procs[name] for name in ("web1", "web2", "web3"))
     token = deployment.api_token("metrics-swapper", "operate")
@@ -71,7 +92,6 @@ def test_metrics_after_a_real_swap_agree_across_processes(deployment: Deployment
                 if delivered == delivered_before + 1:
                     break
                 time.sleep(0.1)
-            other = scrape(web3.url)
         finally:
             deployment.manage("webhook", "remove", receiver.url)
             httpx.request(
@@ -101,10 +121,7 @@ def test_metrics_after_a_real_swap_agree_across_processes(deployment: Deployment
     # The default registry (the process's own metrics, the gateway's) is exposed too.
     assert any(name.startswith("process_") or name.startswith("python_") for name, _ in after)
     # Another process, another server (uvicorn), the same database values.
-    moving = {"sparkcontrol_lock_remaining_seconds", "sparkcontrol_swap_active_age_seconds"}
-    assert {k: v for k, v in database_only(other).items() if k[0] not in moving} == {
-        k: v for k, v in database_only(after).items() if k[0] not in moving
-    }
+    assert_processes_agree(web2.url, web3.url)
 
     after_release = scrape(web1.url)
     assert value(after_release, "sparkcontrol_lock_held") == 0
