@@ -27,6 +27,10 @@ import threading
 import uuid
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from coordination.webhooks import webhook_url_redacted
+
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sparkcontrol:gateway:cap:"
@@ -36,13 +40,7 @@ POLL_SECONDS = 0.02
 RETRY_SECONDS = 0.1  # between attempts while Redis does not answer
 
 # Redis's own errors (timeouts and lost connections included) and the OS's for a refused or reset socket.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (OSError,)
-try:
-    from redis.exceptions import RedisError
-
-    REDIS_ERRORS = (RedisError, OSError)
-except ImportError:  # pragma: no cover - redis is a dependency; without it REDIS_URL cannot be used at all
-    pass
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 # KEYS[1] the service's set; ARGV: cap, member, lease seconds. Returns 1 when admitted (or already holding a slot:
 # the retry of an attempt whose answer was lost).
@@ -125,8 +123,8 @@ class SharedCaps:
                 self._start()
                 self._releases.put((key, member))  # in case an unanswered attempt did take a slot
                 raise SharedCapsUnavailable(
-                    f"Redis ({_redacted(self.url)}), which holds the caps shared by the web processes, did not "
-                    f"answer within {wait_s:g} s: {_described(failure)}"
+                    f"Redis ({webhook_url_redacted(self.url)}), which holds the caps shared by the web processes, "
+                    f"did not answer within {wait_s:g} s: {_described(failure)}"
                 ) from failure
             await asyncio.sleep(pause)
 
@@ -197,15 +195,3 @@ class SharedCaps:
 
 def _described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _redacted(url: str) -> str:
-    """The Redis URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

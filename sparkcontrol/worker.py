@@ -195,12 +195,10 @@ class WorkerScout:
     def __init__(self, workers: list[WakeableWorker], *, interval: float) -> None:
         self.workers = workers
         self.interval = interval
-        self.looks = 0
         self.failures = 0
 
     def look(self) -> set[str]:
         """Wake the workers of the queues that have a ready task; those queues."""
-        self.looks += 1
         ready = DBTaskResult.objects.ready().filter(backend_name="default").order_by()
         queues = set(ready.values_list("queue_name", flat=True).distinct())
         for worker in self.workers:

@@ -76,7 +76,7 @@ async def test_redis_away_for_the_whole_wait_is_a_clear_refusal_naming_it_not_an
         await shared.acquire(service="asr", cap=2, wait_s=0.5)
     assert 0.3 < time.monotonic() - started < 3
     message = str(refused.value)
-    assert "Redis (redis://:***@127.0.0.1:" in message and "did not answer within 0.5 s" in message
+    assert "Redis (redis://***@127.0.0.1:" in message and "did not answer within 0.5 s" in message
     assert "hunter2" not in message
     shared.close()
 
