@@ -112,11 +112,12 @@ class EdgeRequest(WebRequest):
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         """Twisted buffers what a request writes and sends it when the loop next finds the socket writable: per
-        answer, a writer registered and removed again (two epoll calls) and one more pass of the loop. The last
-        message of an answer is sent at once instead, from here, when nothing is queued before it; what the socket
-        does not take, and a connection closing after the answer, are left to Twisted as before."""
+        write, a writer registered and removed again (two epoll calls) and one more pass of the loop. A body
+        message (a whole answer's, or one chunk of a streamed one) is sent at once instead, from here, when nothing
+        is queued before it, so a streamed token leaves when the application hands it over; what the socket does
+        not take, and a connection closing after the answer, are left to Twisted as before."""
         transport = self.channel.transport if self.channel is not None else None
-        if message.get("type") != "http.response.body" or message.get("more_body", False) or not _eager(transport):
+        if message.get("type") != "http.response.body" or not _eager(transport):
             super().handle_reply(message)
             return
         transport.startWriting = _discard  # shadows the method while the answer is written: nothing registered

@@ -17,7 +17,8 @@ Kinds (what each answers):
 - ``embeddings``: ``/health``, ``/v1/models``, ``POST /v1/embeddings``.
 - ``qdrant``: ``/readyz``, ``/healthz``, ``/``, ``/collections``.
 - ``stt``: ``/health``, ``/v1/models``, ``POST /v1/audio/transcriptions`` (multipart with a WAV file).
-- ``tts``: ``/health``, ``/v1/models``, ``POST /v1/audio/speech`` (answers a small WAV).
+- ``tts``: ``/health``, ``/v1/models``, ``POST /v1/audio/speech`` (answers a WAV as long as the text would take to
+  say, see `speech_wav`).
 - ``http``: any ``GET`` answers ``status`` (default 200).
 
 Modes:
@@ -75,6 +76,24 @@ def tiny_wav(seconds: float = 0.05, rate: int = 16000) -> bytes:
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes(b"\x00\x00" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+SPEECH_CHARS_PER_SECOND = 15.0  # about the pace of read-aloud English
+SPEECH_RATE = 24000  # Kokoro's sample rate
+_RAMP = b"".join(sample.to_bytes(2, "little") for sample in range(32768))  # one period of the samples counting up
+
+
+def speech_wav(text: str) -> bytes:
+    """What the fake TTS answers for `text`: a mono 16-bit WAV at 24 kHz as long as the text takes to say (so a long
+    text gives a body of megabytes), whose samples count up, so bytes lost, repeated or reordered on the way show."""
+    frames = max(1, int(len(text) / SPEECH_CHARS_PER_SECOND * SPEECH_RATE))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SPEECH_RATE)
+        out.writeframes((_RAMP * (frames * 2 // len(_RAMP) + 1))[: frames * 2])
     return buffer.getvalue()
 
 
@@ -336,7 +355,7 @@ class FakeService:
         request = _json_body(body)
         if request is None or not request.get("input"):
             return 400, {"detail": "input is required"}, None
-        return 200, tiny_wav(0.02, 24000), "audio/wav"
+        return 200, speech_wav(str(request["input"])), "audio/wav"
 
 
 class FakeServiceFarm:

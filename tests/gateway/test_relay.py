@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from sparksim.fake_services import tiny_wav
+from sparksim.fake_services import speech_wav, tiny_wav
 from testkit.api import client
 
 pytestmark = pytest.mark.integration
@@ -68,6 +68,26 @@ def test_embeddings_speech_and_an_uploaded_transcription_reach_their_services(de
     assert transcription.status_code == 200, transcription.text
     assert transcription.json() == {"text": ""}
     assert "POST /v1/audio/transcriptions" in fakes["stt"].log
+
+
+def test_a_large_answer_read_slowly_arrives_whole_and_in_order(deployment, main, fakes):
+    """Megabytes relayed to a client that reads slower than they come: the server's socket fills, and each chunk
+    written while it is full must wait its turn behind what is queued, none lost, repeated or reordered."""
+    text = "spark " * 400
+    expected = speech_wav(text)  # 7.3 MiB of samples counting up
+    received = bytearray()
+    with client(main, deployment.tokens["inference"]) as gateway:
+        body = {"model": "sim/kokoro", "input": text, "voice": "af"}
+        with gateway.stream("POST", "/v1/audio/speech", json=body) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_raw(16384):
+                received += chunk
+                if len(received) < len(expected) // 2:
+                    time.sleep(0.002)  # the first half slowly: the socket buffers on both sides fill
+    assert len(received) == len(expected)
+    if received != expected:
+        first = next(i for i, (got, want) in enumerate(zip(received, expected, strict=True)) if got != want)
+        pytest.fail(f"the answer differs from the upstream's from byte {first} on")
 
 
 def test_models_is_the_union_of_what_services_serve_with_service_and_state(deployment, main, alpha):
