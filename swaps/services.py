@@ -20,7 +20,7 @@ from catalog.models import ModelEntry
 from catalog.selectors import model_get
 from cluster.models import Service
 from realtime.broadcast import broadcast_on_commit
-from swaps.models import ACTIVE_STATES, EventKind, ServingState, Swap, SwapEvent, SwapState
+from swaps.models import ACTIVE_STATES, TERMINAL_STATES, EventKind, ServingState, Swap, SwapEvent, SwapState
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +86,23 @@ def swap_events_append(*, swap: Swap, items: list[tuple[str, str]], state: str |
     """Append (kind, message) events with the next sequence numbers; pushed to dashboards after commit."""
     if not items:
         return []
-    with transaction.atomic():
+    # No savepoint of its own inside a caller's transaction: a failure here fails the caller's write as well.
+    with transaction.atomic(savepoint=False):
         # The row lock serialises writers of one swap's events (the runner and a cancel from the API).
         Swap.objects.select_for_update().filter(pk=swap.pk).values_list("pk", flat=True).first()
-        last = SwapEvent.objects.filter(swap_id=swap.pk).aggregate(last=Max("seq"))["last"] or 0
-        now = timezone.now()
-        events = [
-            SwapEvent(swap_id=swap.pk, seq=last + index, at=now, kind=kind, state=state or swap.state, message=message)
-            for index, (kind, message) in enumerate(items, start=1)
-        ]
-        SwapEvent.objects.bulk_create(events)
-        _events_push(swap, events)
+        return _events_write(swap=swap, items=items, state=state)
+
+
+def _events_write(*, swap: Swap, items: list[tuple[str, str]], state: str | None = None) -> list[SwapEvent]:
+    """`swap_events_append` for a caller in a transaction that already holds the swap's row lock."""
+    last = SwapEvent.objects.filter(swap_id=swap.pk).aggregate(last=Max("seq"))["last"] or 0
+    now = timezone.now()
+    events = [
+        SwapEvent(swap_id=swap.pk, seq=last + index, at=now, kind=kind, state=state or swap.state, message=message)
+        for index, (kind, message) in enumerate(items, start=1)
+    ]
+    SwapEvent.objects.bulk_create(events)
+    _events_push(swap, events)
     return events
 
 
@@ -156,7 +162,7 @@ def swap_request(
                 lock_epoch=epoch,
                 active=None if dry_run else True,
             )
-            swap_events_append(swap=swap, items=[(EventKind.STATE, "queued")])
+            _events_write(swap=swap, items=[(EventKind.STATE, "queued")])  # a row of this transaction: no lock
             if not dry_run:
                 audit_record(
                     actor=actor,
@@ -178,12 +184,14 @@ class SwapSuperseded(Exception):
     and touch nothing, because the nodes may already belong to the next swap."""
 
 
-def _lock_live(swap: Swap) -> Swap:
-    """Lock the row and make sure the swap has not ended behind the caller's back (compare-and-set)."""
-    fresh = Swap.objects.select_for_update().get(pk=swap.pk)
-    if fresh.is_terminal:
-        raise SwapSuperseded(f"swap {swap.id} is already {fresh.state}")
-    return fresh
+def _lock_live(swap: Swap) -> None:
+    """Lock the row and make sure the swap has not ended behind the caller's back (compare-and-set). Only the state
+    is read: the row's JSON columns (checks, commands, progress) are the caller's already."""
+    state = Swap.objects.select_for_update().filter(pk=swap.pk).values_list("state", flat=True).first()
+    if state is None:
+        raise SwapSuperseded(f"swap {swap.id} was deleted")
+    if state in TERMINAL_STATES:
+        raise SwapSuperseded(f"swap {swap.id} is already {state}")
 
 
 def swap_transition(*, swap: Swap, state: str, message: str | None = None, **fields: Any) -> Swap:
@@ -195,7 +203,7 @@ def swap_transition(*, swap: Swap, state: str, message: str | None = None, **fie
             setattr(swap, name, value)
         swap.heartbeat_at = timezone.now()
         swap.save(update_fields=["state", "heartbeat_at", *fields])
-        swap_events_append(swap=swap, items=[(EventKind.STATE, message or state)], state=state)
+        _events_write(swap=swap, items=[(EventKind.STATE, message or state)], state=state)
         _swap_push(swap)
     return swap
 
@@ -211,7 +219,7 @@ def swap_finish(
         _lock_live(swap)
         finished_at = timezone.now()
         if lines:
-            swap_events_append(swap=swap, items=list(lines))
+            _events_write(swap=swap, items=list(lines))
         swap.state = state
         swap.error = error
         swap.finished_at = finished_at
@@ -231,7 +239,7 @@ def swap_finish(
                 },
             )
         text = message or (state if not error else f"{state}: {error}")
-        swap_events_append(swap=swap, items=[(EventKind.STATE, text)], state=state)
+        _events_write(swap=swap, items=[(EventKind.STATE, text)], state=state)
         _swap_push(swap)
         if state == SwapState.READY and not swap.dry_run:
             # The vLLM tile should judge the new model now, not at the next deep sweep.
