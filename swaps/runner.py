@@ -61,6 +61,7 @@ from swaps.services import (
     swap_events_append,
     swap_finish,
     swap_heartbeat,
+    swap_record,
     swap_transition,
 )
 
@@ -233,11 +234,10 @@ class SwapRunner:
         if self.report.container:
             self.swap.launcher = self.report.launcher_record(entry=self.entry)
             fields.append("launcher")
-        self.swap.save(update_fields=fields)
         lines = [_check_event(check) for check in self.report.checks]
         if self.swap.dry_run:
             lines += [(EventKind.PROGRESS, f"would run: {command}") for command in self.report.commands]
-        swap_events_append(swap=self.swap, items=lines)
+        swap_record(swap=self.swap, fields=fields, items=lines)
         if not self.report.ok:
             raise SwapFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in self.report.failures))
 
@@ -279,8 +279,7 @@ class SwapRunner:
             memory_check(self.report, entry=self.entry, force=self.swap.forced)
             checks = self.report.checks[checks_before:]
             self.swap.checks = [check.as_dict() for check in self.report.checks]
-            self.swap.save(update_fields=["checks"])
-            swap_events_append(swap=self.swap, items=[_check_event(check) for check in checks])
+            swap_record(swap=self.swap, fields=["checks"], items=[_check_event(check) for check in checks])
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise SwapFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))

@@ -93,6 +93,16 @@ def swap_events_append(*, swap: Swap, items: list[tuple[str, str]], state: str |
         return _events_write(swap=swap, items=items, state=state)
 
 
+def swap_record(*, swap: Swap, fields: list[str], items: list[tuple[str, str]]) -> None:
+    """Save `fields` of the runner's `swap` and append `items` as its events, in one transaction (one commit, one
+    row lock); SwapSuperseded, writing nothing, if the swap ended meanwhile."""
+    with transaction.atomic():
+        _lock_live(swap)
+        swap.save(update_fields=fields)
+        if items:
+            _events_write(swap=swap, items=items)
+
+
 def _events_write(*, swap: Swap, items: list[tuple[str, str]], state: str | None = None) -> list[SwapEvent]:
     """`swap_events_append` for a caller in a transaction that already holds the swap's row lock."""
     last = SwapEvent.objects.filter(swap_id=swap.pk).aggregate(last=Max("seq"))["last"] or 0
