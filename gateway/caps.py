@@ -27,8 +27,6 @@ import threading
 import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from coordination.webhooks import webhook_url_redacted
 
 logger = logging.getLogger(__name__)
@@ -38,9 +36,6 @@ LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 POLL_SECONDS = 0.02
 RETRY_SECONDS = 0.1  # between attempts while Redis does not answer
-
-# Redis's own errors (timeouts and lost connections included) and the OS's for a refused or reset socket.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 # KEYS[1] the service's set; ARGV: cap, member, lease seconds. Returns 1 when admitted (or already holding a slot:
 # the retry of an attempt whose answer was lost).
@@ -76,7 +71,12 @@ class SharedCaps:
     """The cross-process side of the caps: acquire on the request's loop, release and renew on a thread."""
 
     def __init__(self, url: str, *, namespace: str = "") -> None:
+        # Imported here, not with the module: redis (~6 MiB of a serving process) is loaded only where caps are shared.
+        from redis.exceptions import RedisError
+
         self.url = url
+        # Redis's own errors (timeouts and lost connections included) and the OS's for a refused or reset socket.
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self.prefix = f"{KEY_PREFIX}{namespace}:" if namespace else KEY_PREFIX
         self._async_clients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._held: dict[str, str] = {}  # member -> key, for renewal
@@ -108,7 +108,7 @@ class SharedCaps:
         while True:
             try:
                 admitted = await client.eval(_ACQUIRE, 1, key, cap, member, LEASE_SECONDS)
-            except REDIS_ERRORS as exc:
+            except self.errors as exc:
                 admitted, failure = 0, exc
             else:
                 failure = None
@@ -174,7 +174,7 @@ class SharedCaps:
                     held = list(self._held.items())
                 if held:
                     renew(keys=[key for _, key in held], args=[LEASE_SECONDS, *[member for member, _ in held]])
-            except REDIS_ERRORS as exc:  # Redis away: its members lapse on their own after LEASE_SECONDS
+            except self.errors as exc:  # Redis away: its members lapse on their own after LEASE_SECONDS
                 logger.warning(
                     "could not release or renew the gateway's shared cap slots in Redis: %s", _described(exc)
                 )
