@@ -5,9 +5,10 @@ from the fake vLLM; the gateway runs as the real service (`manage.py serve`, dap
 use (SPARKCONTROL_GATEWAY_HTTP_CLIENT), in front of the same vLLM. Phases alternate so a noisy machine hurts
 all of them alike.
 
-    .venv/bin/python -m bench.gateway [--streams 64] [--seconds 10] [--tokens 32] [--rounds 2]
+    .venv/bin/python -m bench.gateway [--streams 64] [--seconds 10] [--tokens 32] [--rounds 2] [--clients aiohttp]
 
-Prints a table and writes bench/gateway-results.json; `run()` returns the same dict for a harness.
+Prints a table and writes bench/gateway-results.json (or `--out`); `run()` returns the same dict for a harness.
+`python -m bench` runs it in a process of its own (`run_in_child`) with the default client alone, as M8.
 """
 
 from __future__ import annotations
@@ -110,23 +111,37 @@ def _summary(phases: list[dict]) -> dict:
     }
 
 
-def run(*, streams: int = 64, seconds: float = 10.0, tokens: int = 32, rounds: int = 2) -> dict[str, Any]:
-    """Measure the baseline and the gateway with each HTTP client; returns the figures."""
+# The gateway's HTTP clients (SPARKCONTROL_GATEWAY_HTTP_CLIENT); the first is the default.
+CLIENTS = ("aiohttp", "httpx")
+
+
+def run(
+    *,
+    streams: int = 64,
+    seconds: float = 10.0,
+    tokens: int = 32,
+    rounds: int = 2,
+    clients: tuple[str, ...] = CLIENTS,
+) -> dict[str, Any]:
+    """Measure the baseline and the gateway with each of `clients`; returns the figures."""
     import httpx
 
     from sparksim import SimCluster
     from testkit.api import client, swap_to
     from testkit.gateway import Deployment
 
+    unknown = sorted(set(clients) - set(CLIENTS))
+    if not clients or unknown:
+        raise ValueError(f"clients must be some of {', '.join(CLIENTS)}; got {', '.join(clients) or 'none'}")
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    results: dict[str, list[dict]] = {"direct": [], "gateway-aiohttp": [], "gateway-httpx": []}
+    results: dict[str, list[dict]] = {"direct": [], **{f"gateway-{kind}": [] for kind in clients}}
     with SimCluster(root=root / "sim", nodes=1, load_seconds=0.5) as sim:
         deployment = Deployment(root / "data", sim=sim, farm_services={}, models=["bench"])
         servers = {}
         try:
-            for kind in ("aiohttp", "httpx"):
-                servers[kind] = deployment.serve(worker=kind == "aiohttp", SPARKCONTROL_GATEWAY_HTTP_CLIENT=kind)
-            with client(servers["aiohttp"], deployment.tokens["operate"]) as api:
+            for index, kind in enumerate(clients):  # the first runs the task worker that swaps the model in
+                servers[kind] = deployment.serve(worker=index == 0, SPARKCONTROL_GATEWAY_HTTP_CLIENT=kind)
+            with client(servers[clients[0]], deployment.tokens["operate"]) as api:
                 swap = swap_to(api, "bench")
                 assert swap["state"] == "ready", swap
             direct = f"http://127.0.0.1:{sim.vllm_port}"
@@ -141,8 +156,7 @@ def run(*, streams: int = 64, seconds: float = 10.0, tokens: int = 32, rounds: i
             for _ in range(rounds):
                 for name, url, auth in (
                     ("direct", direct, None),
-                    ("gateway-aiohttp", servers["aiohttp"].url, token),
-                    ("gateway-httpx", servers["httpx"].url, token),
+                    *((f"gateway-{kind}", servers[kind].url, token) for kind in clients),
                 ):
                     phase = asyncio.run(
                         _load(url, auth, streams=streams, seconds=seconds, tokens=tokens, model="bench")
@@ -172,8 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--clients", default=",".join(CLIENTS), help=f"the gateway's HTTP clients to measure (of {','.join(CLIENTS)})"
+    )
+    parser.add_argument("--out", help="write the results as JSON here (default bench/gateway-results.json)")
     args = parser.parse_args(argv)
-    report = run(streams=args.streams, seconds=args.seconds, tokens=args.tokens, rounds=args.rounds)
+    clients = tuple(name.strip() for name in args.clients.split(",") if name.strip())
+    if not clients or set(clients) - set(CLIENTS):
+        parser.error(f"--clients takes some of {','.join(CLIENTS)}")
+    if args.streams < 1 or args.seconds <= 0 or args.tokens < 1 or args.rounds < 1:
+        parser.error("--streams, --tokens and --rounds take 1 or more, --seconds more than 0")
+    report = run(streams=args.streams, seconds=args.seconds, tokens=args.tokens, rounds=args.rounds, clients=clients)
     header = f"{'M7-gateway':<18}{'req':>7}{'err':>5}{'chunks/s':>10}{'TTFT p50':>10}{'p99':>9}"
     header += f"{'+p50':>8}{'+p99':>8}{'loss':>8}"
     print(header)
@@ -183,8 +206,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['ttft_p99_ms']:>9}{row['added_ttft_p50_ms']:>8}{row['added_ttft_p99_ms']:>8}"
             f"{row['throughput_loss_pct']:>7}%"
         )
-    (Path(__file__).with_name("gateway-results.json")).write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(args.out) if args.out else Path(__file__).with_name("gateway-results.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def run_in_child(*, quick: bool) -> dict[str, Any]:
+    """M8 for `python -m bench`: the default client alone, in a process of its own (it starts its own sparksim and
+    services); returns `run()`'s figures."""
+    import subprocess
+
+    from testkit.service import clean_env
+
+    seconds, rounds = (4.0, 1) if quick else (8.0, 2)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-out-") as scratch:
+        out = Path(scratch) / "gateway.json"
+        argv = [sys.executable, "-m", "bench.gateway", "--seconds", str(seconds), "--rounds", str(rounds)]
+        argv += ["--clients", CLIENTS[0], "--out", str(out)]
+        done = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=900)
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(f"bench.gateway failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        return json.loads(out.read_text())
 
 
 if __name__ == "__main__":

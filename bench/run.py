@@ -1,9 +1,10 @@
-"""`python -m bench [--quick]`: start what the metrics need, run M1-M7 and their baselines, print one table, write
+"""`python -m bench [--quick]`: start what the metrics need, run M1-M8 and their baselines, print one table, write
 `bench/results.json` and the table in `docs/PERFORMANCE.md`.
 
 Order: the service (`manage.py serve` on a data directory of its own, sparksim's two nodes) is measured first,
-alone on the machine; it is then stopped and the baselines run one at a time; the sweeps run last in a process
-of their own. Nothing is hard-coded: every figure, baseline included, comes from this run.
+alone on the machine; it is then stopped and the baselines run one at a time; the sweeps, the load sampling and
+the gateway (M8) run last, each in a process of its own. Nothing is hard-coded: every figure, baseline included,
+comes from this run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ RESULTS = ROOT / "bench" / "results.json"
 FULL = {
     "swaps": 30,
     "replacing": 3,
-    "floor_every": 3,
+    # A floor replay after every swap: the share is the median of 30 differences of two ~3 s figures that each move
+    # by +-50 ms from one run to the next; with 10 pairs, one repetition's median moved by +-25 ms on its own.
+    "floor_every": 1,
     "cold": 10,
     "ssh_warm": 20,
     "ssh_cold": 10,
@@ -291,6 +294,10 @@ def run_once(args: argparse.Namespace) -> dict[str, Any] | None:
 
         results["sampling"] = sampling.run_in_child(workdir=log_dir, quick=args.quick)
         _log(sampling.report(results["sampling"]))
+        _log("M8: the gateway's added time to first token at 64 streams (own process, sparksim and services)")
+        from bench import gateway
+
+        results["gateway"] = gateway.run_in_child(quick=args.quick)
     except Exception:
         traceback.print_exc()
         _log(f"the run failed; logs of the children are in {log_dir}")

@@ -422,7 +422,9 @@ def _paramiko_exec(client: Any, command: str) -> None:
 
 class FloorReplay:
     """The simulator's floor for M6: the remote commands of a two-node swap replayed back to back from here, on open
-    SSH connections, with no HTTP, queue, database or events, and readiness seen by a 1 ms port watch.
+    SSH connections, with no HTTP, queue, database or events, and readiness seen by a 1 ms port watch. What a swap
+    runs side by side (a command on every node, the fit estimate beside the container and cache checks) runs side by
+    side here too, so the floor costs what the swap's remote work costs and nothing more.
 
     Spark Control's own share of a swap's overhead is M6 minus this; replays are interleaved with the real swaps so
     both see the same machine.
@@ -440,6 +442,7 @@ class FloorReplay:
         self.cluster = cluster_settings_get()
         self.nodes, _ = preflight_nodes(entry=self.entry)
         connections = spark_connect_all(self.nodes)
+        self.connections = connections
         self.head = connections[self.nodes[0].name]
         self.others = [connections[node.name] for node in self.nodes[1:]]
         capabilities = LauncherCapabilities.parse(
@@ -458,6 +461,20 @@ class FloorReplay:
         self.head.run(command)
         for thread in threads:
             thread.join()
+
+    def _fit(self) -> None:
+        """The pre-flight's fit estimate: its commands (the cached config and weights, the nodes' memory) run beside
+        the container and cache checks in a swap, so they do here."""
+        from modelfiles.services import model_fit_check
+        from swaps.preflight import VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+
+        model_fit_check(
+            entry=self.entry,
+            connections=self.connections,
+            nodes=self.nodes,
+            cluster=self.cluster,
+            default_utilization=VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+        )
 
     def once(self) -> tuple[float, dict[str, float]]:
         """One replay: (overhead in ms, the time of each step in ms)."""
@@ -484,8 +501,11 @@ class FloorReplay:
                 entry=self.entry, cluster=cluster, nodes=self.nodes, capabilities=self.capabilities
             )
         )
+        fit = threading.Thread(target=self._fit)
+        fit.start()
         self._on_all(listing)
         self._on_all(build_hf_cache_check_command(repo=self.entry.repo, cluster=cluster))
+        fit.join()
         self._on_all(MEMINFO_COMMAND)
         checked = time.time()
         self.head.run(build_stop_command(cluster=cluster, nodes=self.nodes, capabilities=self.capabilities))

@@ -127,20 +127,18 @@ def _pending(*, swap_id: str | None, incoming: str, model_key: str | None) -> tu
     return in_flight, unacknowledged
 
 
-def drain_wait(*, model_key: str | None, timeout_s: float, skip: bool) -> int:
+def drain_wait(*, model_key: str | None, timeout_s: float, skip: bool, swap: Swap | None = None) -> int:
     """Wait, bounded, until no gateway process has a request in flight to the head vLLM's `model_key`.
 
-    `model_key=None` means every request to the head vLLM (it stops as a whole). Returns how many requests were
-    still in flight when the wait ended: 0 when drained, more after the timeout or when `skip` (a forced swap)
-    stops at once.
+    `model_key=None` means every request to the head vLLM (it stops as a whole). `swap`: the stopping swap, when the
+    caller is its runner (otherwise it is looked up). Returns how many requests were still in flight when the wait
+    ended: 0 when drained, more after the timeout or when `skip` (a forced swap) stops at once.
     """
-    stopping = drain_stopping_swap()
-    swap_id, incoming = stopping if stopping else (None, "")
-    if model_key is None:
-        served = ServingState.objects.filter(pk=1).values_list("model_key", flat=True).first()
-        label = served or "the served model"
+    if swap is not None:
+        swap_id, incoming = str(swap.pk), swap.model_key
     else:
-        label = model_key
+        stopping = drain_stopping_swap()
+        swap_id, incoming = stopping if stopping else (None, "")
     try:
         in_flight, unacknowledged = _pending(swap_id=swap_id, incoming=incoming, model_key=model_key)
     except DatabaseError as exc:
@@ -148,7 +146,13 @@ def drain_wait(*, model_key: str | None, timeout_s: float, skip: bool) -> int:
         return 0
     if in_flight == 0 and unacknowledged == 0:
         return 0
-    swap = Swap.objects.filter(pk=swap_id).first() if swap_id else None
+    if model_key is None:
+        served = ServingState.objects.filter(pk=1).values_list("model_key", flat=True).first()
+        label = served or "the served model"
+    else:
+        label = model_key
+    if swap is None and swap_id:
+        swap = Swap.objects.filter(pk=swap_id).first()
     if skip:
         _event(swap, f"drain skipped (forced): {in_flight} gateway request(s) to {label} will be cut")
         return in_flight

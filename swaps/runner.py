@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import close_old_connections
 from django.utils import timezone
@@ -56,6 +56,7 @@ from swaps.progress import terminal_text
 from swaps.progress_feed import ProgressFeed
 from swaps.secrets import swap_secrets
 from swaps.services import (
+    SwapCancelled,
     SwapSuperseded,
     serving_clear,
     swap_events_append,
@@ -124,10 +125,6 @@ class SwapFailed(Exception):
     """The swap cannot go on; the message is the cause shown to people."""
 
 
-class SwapCancelled(Exception):
-    """Someone asked the swap to stop."""
-
-
 class SwapRunner:
     """Carries one swap from queued to a terminal state."""
 
@@ -158,6 +155,8 @@ class SwapRunner:
         self.log_lines: queue.Queue[tuple[str, str | None]] | None = None
         self.log_stop = threading.Event()
         self.progress: ProgressFeed | None = None  # from loading on: phase, fraction and ETA from the head's log
+        # What a passed pre-flight found (fields of the swap, check events), saved with the `stopping` state.
+        self.preflight_found: tuple[dict[str, Any], list[tuple[str, str]]] = ({}, [])
         self.ready_lines: list[tuple[str, str]] = []  # log lines seen last, recorded with the ready state
 
     # --- the run ---------------------------------------------------------------------------------------------
@@ -205,9 +204,8 @@ class SwapRunner:
         self._preflight(probe)
         if self.swap.dry_run:
             return
-        self._checkpoint()
+        # A cancel requested meanwhile is heeded by the next state change itself (one transaction, no check of its own).
         self._stop_current()
-        self._checkpoint()
         self._launch()
         self._wait_ready()
 
@@ -228,16 +226,22 @@ class SwapRunner:
             force=self.swap.forced,
             launcher_probe=probe,
         )
-        self.swap.checks = [check.as_dict() for check in self.report.checks]
-        self.swap.commands = list(self.report.commands)
-        fields = ["checks", "commands"]
+        found: dict[str, Any] = {
+            "checks": [check.as_dict() for check in self.report.checks],
+            "commands": list(self.report.commands),
+        }
         if self.report.container:
-            self.swap.launcher = self.report.launcher_record(entry=self.entry)
-            fields.append("launcher")
+            found["launcher"] = self.report.launcher_record(entry=self.entry)
         lines = [_check_event(check) for check in self.report.checks]
+        if self.report.ok and not self.swap.dry_run:
+            # Saved with the `stopping` state, in its transaction: one write between the checks and the stop.
+            self.preflight_found = (found, lines)
+            return
         if self.swap.dry_run:
             lines += [(EventKind.PROGRESS, f"would run: {command}") for command in self.report.commands]
-        swap_record(swap=self.swap, fields=fields, items=lines)
+        for name, value in found.items():
+            setattr(self.swap, name, value)
+        swap_record(swap=self.swap, fields=list(found), items=lines)
         if not self.report.ok:
             raise SwapFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in self.report.failures))
 
@@ -258,9 +262,17 @@ class SwapRunner:
         )
 
     def _stop_current(self) -> None:
-        swap_transition(swap=self.swap, state=SwapState.STOPPING, message="stopping: stopping the current container")
+        found, lines = self.preflight_found
+        swap_transition(
+            swap=self.swap,
+            state=SwapState.STOPPING,
+            message="stopping: stopping the current container",
+            items=lines,
+            heed_cancel=True,
+            **found,
+        )
         # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop.
-        drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced)
+        drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced, swap=self.swap)
         serving_clear(reason=f"swap {self.swap.id} is stopping the current model")
         # Always stop first: an `exec` while a container of that name runs would reuse it ("Skipping launch").
         result = self.head.run(self._stop_command(), timeout=STOP_WAIT_SECONDS)
@@ -351,7 +363,12 @@ class SwapRunner:
             # Each node's log is read from the node's own clock: this machine's may be off by minutes. The clocks
             # are read (nothing changes on the nodes) while the state is written and the secrets handed over.
             clocks = pool.submit(_on_each, connections, lambda connection: connection.run(CLOCK_COMMAND, timeout=10))
-            swap_transition(swap=self.swap, state=SwapState.LAUNCHING, message="launching: dispatching the launcher")
+            swap_transition(
+                swap=self.swap,
+                state=SwapState.LAUNCHING,
+                message="launching: dispatching the launcher",
+                heed_cancel=True,
+            )
             launch = build_launch_command(
                 entry=self.entry,
                 cluster=self.cluster,
@@ -602,10 +619,6 @@ class SwapRunner:
         self.last_beat = now
         if swap_heartbeat(swap=self.swap, worker=self.worker).cancel_requested and cancellable:
             raise SwapCancelled()
-
-    def _checkpoint(self) -> None:
-        self.last_beat = 0.0
-        self._beat()
 
     def _stop_after_launch(self, why: str) -> None:
         """Stop what this swap launched, take back secrets no rank read, and let the memory settle: a failed launch

@@ -105,11 +105,16 @@ def swap_record(*, swap: Swap, fields: list[str], items: list[tuple[str, str]]) 
 
 def _events_write(*, swap: Swap, items: list[tuple[str, str]], state: str | None = None) -> list[SwapEvent]:
     """`swap_events_append` for a caller in a transaction that already holds the swap's row lock."""
+    return _events_insert(swap=swap, rows=[(kind, message, state or swap.state) for kind, message in items])
+
+
+def _events_insert(*, swap: Swap, rows: list[tuple[str, str, str]]) -> list[SwapEvent]:
+    """(kind, message, state) rows as the swap's next events, one statement; pushed after commit."""
     last = SwapEvent.objects.filter(swap_id=swap.pk).aggregate(last=Max("seq"))["last"] or 0
     now = timezone.now()
     events = [
-        SwapEvent(swap_id=swap.pk, seq=last + index, at=now, kind=kind, state=state or swap.state, message=message)
-        for index, (kind, message) in enumerate(items, start=1)
+        SwapEvent(swap_id=swap.pk, seq=last + index, at=now, kind=kind, state=state, message=message)
+        for index, (kind, message, state) in enumerate(rows, start=1)
     ]
     SwapEvent.objects.bulk_create(events)
     _events_push(swap, events)
@@ -194,26 +199,49 @@ class SwapSuperseded(Exception):
     and touch nothing, because the nodes may already belong to the next swap."""
 
 
-def _lock_live(swap: Swap) -> None:
-    """Lock the row and make sure the swap has not ended behind the caller's back (compare-and-set). Only the state
-    is read: the row's JSON columns (checks, commands, progress) are the caller's already."""
-    state = Swap.objects.select_for_update().filter(pk=swap.pk).values_list("state", flat=True).first()
-    if state is None:
+class SwapCancelled(Exception):
+    """Someone asked the swap to stop: raised, with nothing written, by a step write that heeds the request."""
+
+
+def _lock_live(swap: Swap, *, heed_cancel: bool = False) -> None:
+    """Lock the row and make sure the swap has not ended behind the caller's back (compare-and-set); with
+    `heed_cancel`, that nobody asked it to stop either. Only the state and the cancel flag are read: the row's JSON
+    columns (checks, commands, progress) are the caller's already."""
+    row = Swap.objects.select_for_update().filter(pk=swap.pk).values_list("state", "cancel_requested").first()
+    if row is None:
         raise SwapSuperseded(f"swap {swap.id} was deleted")
+    state, cancel_requested = row
     if state in TERMINAL_STATES:
         raise SwapSuperseded(f"swap {swap.id} is already {state}")
+    if heed_cancel and cancel_requested:
+        raise SwapCancelled()
 
 
-def swap_transition(*, swap: Swap, state: str, message: str | None = None, **fields: Any) -> Swap:
-    """Move a swap to a new (non-terminal) state and record the state event; SwapSuperseded if it ended."""
+def swap_transition(
+    *,
+    swap: Swap,
+    state: str,
+    message: str | None = None,
+    items: Sequence[tuple[str, str]] = (),
+    heed_cancel: bool = False,
+    **fields: Any,
+) -> Swap:
+    """Move a swap to a new (non-terminal) state and record the state event; SwapSuperseded if it ended.
+
+    One transaction carries what the step before found and the step after needs: `fields` are saved with the state,
+    `items` ((kind, message) events, e.g. the pre-flight's checks) are written before the state's event, and with
+    `heed_cancel` a requested cancel raises SwapCancelled before anything is written, so the runner needs no check of
+    its own between two steps."""
     with transaction.atomic():
-        _lock_live(swap)
+        _lock_live(swap, heed_cancel=heed_cancel)
+        # The step's own events keep the state they belong to; the state's event comes last.
+        rows = [(kind, text, swap.state) for kind, text in items] + [(EventKind.STATE, message or state, state)]
         swap.state = state
         for name, value in fields.items():
             setattr(swap, name, value)
         swap.heartbeat_at = timezone.now()
         swap.save(update_fields=["state", "heartbeat_at", *fields])
-        _events_write(swap=swap, items=[(EventKind.STATE, message or state)], state=state)
+        _events_insert(swap=swap, rows=rows)
         _swap_push(swap)
     return swap
 
@@ -285,10 +313,12 @@ def webhook_swap_payload(swap: Swap) -> dict[str, Any]:
 
 def serving_clear(*, reason: str) -> None:
     """Nothing is served any more (a swap is stopping the old model)."""
-    Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[])
-    ServingState.objects.update_or_create(
-        pk=1, defaults={"model_key": "", "served_model_name": "", "since": timezone.now(), "swap": None}
-    )
+    cleared = {"model_key": "", "served_model_name": "", "since": timezone.now(), "swap": None}
+    with transaction.atomic():
+        Service.objects.filter(key=HEAD_VLLM_SERVICE).update(models_served=[])
+        # One UPDATE: the row exists after the first swap (update_or_create read it under a lock first, every time).
+        if not ServingState.objects.filter(pk=1).update(**cleared):
+            ServingState.objects.update_or_create(pk=1, defaults=cleared)
     logger.info("serving cleared: %s", reason)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from swaps.models import Swap, SwapEvent, SwapState
-from swaps.services import SwapSuperseded, swap_events_append, swap_record, swap_transition
+from swaps.services import SwapCancelled, SwapSuperseded, swap_events_append, swap_record, swap_transition
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +63,39 @@ def test_a_record_saves_the_fields_and_appends_the_events_together(running):
     assert row.checks == running.checks and row.commands == running.commands
     assert [message for _, _, message in _events(running)][-2:] == ["ok launcher", "ok memory"]
     assert [seq for seq, _, _ in _events(running)] == [1, 2, 3, 4]
+
+
+def test_a_transition_saves_what_the_step_found_and_its_events_before_the_state(running):
+    swap_transition(swap=running, state=SwapState.PREFLIGHT)
+    checks = [{"name": "launcher", "ok": True, "detail": "found"}]
+    swap_transition(
+        swap=running,
+        state=SwapState.STOPPING,
+        message="stopping: now",
+        items=[("check", "ok launcher"), ("check", "ok memory")],
+        checks=checks,
+        commands=["stop", "launch"],
+    )
+    row = Swap.objects.get(pk=running.pk)
+    assert row.state == SwapState.STOPPING and row.checks == checks and row.commands == ["stop", "launch"]
+    assert _events(running)[1:] == [
+        (2, SwapState.PREFLIGHT, SwapState.PREFLIGHT),
+        (3, SwapState.PREFLIGHT, "ok launcher"),
+        (4, SwapState.PREFLIGHT, "ok memory"),
+        (5, SwapState.STOPPING, "stopping: now"),
+    ]
+
+
+def test_a_transition_that_heeds_a_cancel_writes_nothing(running):
+    swap_transition(swap=running, state=SwapState.PREFLIGHT)
+    Swap.objects.filter(pk=running.pk).update(cancel_requested=True)
+    with pytest.raises(SwapCancelled):
+        swap_transition(
+            swap=running, state=SwapState.STOPPING, items=[("check", "ok launcher")], heed_cancel=True, checks=[{}]
+        )
+    row = Swap.objects.get(pk=running.pk)
+    assert row.state == SwapState.PREFLIGHT and row.checks == []
+    assert len(_events(running)) == 2
+    # Without heed_cancel (the runner's own last steps) the same request does not stop the write.
+    swap_transition(swap=running, state=SwapState.STOPPING)
+    assert Swap.objects.get(pk=running.pk).state == SwapState.STOPPING
