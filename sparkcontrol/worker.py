@@ -7,6 +7,10 @@ its id, with one conditional UPDATE, instead of the poll's search for the first 
 transaction (on SQLite). Whoever's UPDATE changes the row runs the task, so each task still runs once, whichever
 process or poll gets there first.
 
+Before it claims a swap named by the signal, the swaps' worker sends the swap's first remote command (the launcher's
+read-only capabilities probe, `swaps.runner.swap_prepare`): the claim, an exclusive write, then overlaps with the
+head's answer. The request's own thread is left alone, so the answer to the POST is not held up by it.
+
 Each queue has a thread of its own (`EMBEDDED_QUEUES`): a swap never waits behind webhook deliveries to receivers
 that do not answer, nor behind probe sweeps, and a slow webhook receiver does not stall the probes either.
 
@@ -78,7 +82,8 @@ class WakeableWorker(Worker):
             excluded_queue_names=list(excluded_queue_names or []),
         )
         self.wake = threading.Event()
-        self.woken: deque[str] = deque()  # ids of tasks enqueued by this process for this worker, not yet tried
+        # Tasks enqueued by this process for this worker, not yet tried: (id, swap id for a swap task, else None).
+        self.woken: deque[tuple[str, str | None]] = deque()
         self.idle_wait = interval if idle_wait is None else idle_wait  # the longest sleep when nothing wakes it
         self.claims = 0  # searches for a ready task (each an exclusive transaction on SQLite)
 
@@ -97,7 +102,7 @@ class WakeableWorker(Worker):
         task = getattr(task_result, "task", None)
         if self.takes(getattr(task, "queue_name", None)):
             if getattr(task_result, "id", None):
-                self.woken.append(str(task_result.id))
+                self.woken.append((str(task_result.id), _swap_of(task_result)))
             self.wake.set()
 
     def stop(self) -> None:
@@ -107,7 +112,9 @@ class WakeableWorker(Worker):
     def _claim_woken(self) -> DBTaskResult | None:
         """The first task named by the signal that is still ready (not yet claimed, not delayed), now claimed."""
         while self.woken:
-            task_id = self.woken.popleft()
+            task_id, swap_id = self.woken.popleft()
+            if swap_id is not None:
+                _swap_prepare(swap_id)
             ready = DBTaskResult.objects.ready().filter(pk=task_id, backend_name=self.backend_name)
             try:
                 # A READY row has never run, so its worker list is empty: this worker is the first.
@@ -157,6 +164,25 @@ class WakeableWorker(Worker):
         finally:
             task_enqueued.disconnect(self._on_enqueued)
             close_old_connections()
+
+
+def _swap_of(task_result: Any) -> str | None:
+    """The swap id of a swap task's result (its first argument); None for any other task."""
+    from swaps.tasks import swap_execute
+
+    task, args = getattr(task_result, "task", None), getattr(task_result, "args", None)
+    if getattr(task, "module_path", None) != swap_execute.module_path or not args:
+        return None
+    return str(args[0])
+
+
+def _swap_prepare(swap_id: str) -> None:
+    from swaps.runner import swap_prepare
+
+    try:
+        swap_prepare(swap_id=swap_id)
+    except Exception:  # noqa: BLE001 - only a head start is lost: the run asks the launcher itself
+        logger.exception("could not send swap %s's first command before claiming it", swap_id)
 
 
 def start_embedded_worker(*, interval: float, loop: asyncio.AbstractEventLoop | None = None) -> list[WakeableWorker]:

@@ -729,15 +729,42 @@ def launcher_probe_dispatch(*, cluster: ClusterSettings) -> LauncherProbe | None
     return probe
 
 
+# Launcher probes sent by a worker of this process before it claimed the swap's task (`swap_prepare`), by swap id,
+# until the run takes them. One nobody takes (another process claimed the task) is dropped after PREPARED_KEEP_SECONDS.
+PREPARED_KEEP_SECONDS = 60.0
+_prepared: dict[str, tuple[LauncherProbe, float]] = {}
+_prepared_lock = threading.Lock()
+
+
+def swap_prepare(*, swap_id: str) -> None:
+    """Send the swap's first remote command (the launcher's capabilities probe: `--help`, it changes nothing on the
+    node) before the task is claimed, for this process's run of the swap to take: the claim, an exclusive write, then
+    happens while the head answers instead of before it is asked. Returns once the head runs the command."""
+    probe = launcher_probe_dispatch(cluster=cluster_settings_get())
+    now = time.monotonic()
+    with _prepared_lock:
+        for key in [key for key, (_, at) in _prepared.items() if now - at > PREPARED_KEEP_SECONDS]:
+            del _prepared[key]
+        if probe is not None:
+            _prepared[swap_id] = (probe, now)
+
+
+def _prepared_probe(swap_id: str) -> LauncherProbe | None:
+    with _prepared_lock:
+        entry = _prepared.pop(swap_id, None)
+    return entry[0] if entry else None
+
+
 def swap_run(*, swap_id: str, worker: str = "worker") -> Swap | None:
     """Run one swap by id; a swap already terminal (or unknown) is left alone.
 
-    The launcher's capabilities command goes to the head before the swap's own row is read: it only reads (the
-    launcher's `--help`), so a swap found not runnable has cost one harmless command, and every runnable one starts
-    its first remote step ~0.6 ms sooner."""
+    The launcher's capabilities command goes to the head before the swap's own row is read (or went before its task
+    was claimed: `swap_prepare`): it only reads (the launcher's `--help`), so a swap found not runnable has cost one
+    harmless command, and every runnable one starts its first remote step sooner. Should the head or the launcher
+    settings have changed meanwhile, the pre-flight does not use the answer and asks again."""
     close_old_connections()
     cluster = cluster_settings_get()
-    probe = launcher_probe_dispatch(cluster=cluster)
+    probe = _prepared_probe(swap_id) or launcher_probe_dispatch(cluster=cluster)
     swap = Swap.objects.select_related("model").filter(pk=swap_id).first()
     if swap is None or swap.is_terminal:
         return swap

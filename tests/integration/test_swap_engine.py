@@ -9,9 +9,14 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.utils import timezone
+from django_tasks.base import TaskResultStatus
+from django_tasks.signals import task_enqueued
+from django_tasks_db.models import DBTaskResult
 
 from cluster.models import Service, SparkHost
 from cluster.services import cluster_settings_get
+from sparkcontrol.worker import WakeableWorker
+from swaps import runner
 from swaps.launch import vllm_argv
 from swaps.models import ServingState, Swap, SwapState
 from swaps.runner import swap_run
@@ -206,3 +211,34 @@ def test_a_runner_whose_swap_was_reaped_stops_and_touches_nothing(topology, mode
     stops_after = len([r for r in topology.records(prog="launch-cluster.sh") if "stop" in r["argv"]])
     assert stops_after == stops_before, "the superseded runner stopped a container it no longer owns"
     assert topology.containers(topology.head.name) == [cluster_settings_get().effective_container]
+
+
+def test_the_swaps_worker_sends_a_swaps_first_command_before_claiming_it_and_the_run_uses_it(topology, model_factory):
+    """Woken by the enqueue, the swaps' worker asks the head's launcher before its claim (`swap_prepare`); the run
+    takes that answer instead of asking again, and a probe prepared for a swap run elsewhere does not stay forever."""
+    # A dry run's memory check is final: ask for little, as the nodes may still settle after an earlier test's stop.
+    model_factory("tiny", repo="sim/tiny-model", gpu_memory_utilization=0.5)
+    worker = WakeableWorker(interval=1.0, queue_names=["swaps"])
+    since = time.time()
+    task_enqueued.connect(worker._on_enqueued, weak=False)
+    try:
+        swap = swap_request(model_key="tiny", dry_run=True, actor="test")
+    finally:
+        task_enqueued.disconnect(worker._on_enqueued)
+    assert [swap_id for _, swap_id in worker.woken] == [str(swap.id)]
+    assert str(swap.id) not in runner._prepared  # nothing is sent from the request's thread
+    claimed = worker._claim_woken()
+    assert claimed is not None and claimed.status == TaskResultStatus.RUNNING
+    assert str(swap.id) in runner._prepared  # sent before the claim, kept for the run
+    worker.run_task(claimed)
+    swap.refresh_from_db()
+    assert swap.state == SwapState.READY, swap.error
+    assert DBTaskResult.objects.get(pk=claimed.pk).status == TaskResultStatus.SUCCESSFUL
+    helps = [r for r in topology.records(prog="launch-cluster.sh") if r["t"] >= since and "--help" in r["argv"]]
+    assert len(helps) == 1 and str(swap.id) not in runner._prepared
+
+    runner.swap_prepare(swap_id="claimed-elsewhere")
+    runner._prepared["claimed-elsewhere"] = (runner._prepared["claimed-elsewhere"][0], time.monotonic() - 61)
+    runner.swap_prepare(swap_id="next")
+    assert "claimed-elsewhere" not in runner._prepared and "next" in runner._prepared
+    runner._prepared.clear()

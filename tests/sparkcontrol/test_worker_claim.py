@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _woken_worker(result) -> WakeableWorker:  # type: ignore[no-untyped-def]
     worker = WakeableWorker(interval=1.0)
     worker._on_enqueued(task_result=result)
-    assert worker.wake.is_set() and list(worker.woken) == [str(result.id)]
+    assert worker.wake.is_set() and list(worker.woken) == [(str(result.id), None)]
     return worker
 
 
