@@ -271,8 +271,10 @@ class SwapRunner:
             heed_cancel=True,
             **found,
         )
-        # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop.
-        drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced, swap=self.swap)
+        # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop. With
+        # no container of ours on any node there is no vLLM for a request to be in flight to: nothing to wait for.
+        if self.report.container_running:
+            drain_wait(model_key=None, timeout_s=drain_timeout_s(), skip=self.swap.forced, swap=self.swap)
         serving_clear(reason=f"swap {self.swap.id} is stopping the current model")
         # Always stop first: an `exec` while a container of that name runs would reuse it ("Skipping launch").
         result = self.head.run(self._stop_command(), timeout=STOP_WAIT_SECONDS)
