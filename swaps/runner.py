@@ -263,14 +263,21 @@ class SwapRunner:
 
     def _stop_current(self) -> None:
         found, lines = self.preflight_found
-        swap_transition(
-            swap=self.swap,
-            state=SwapState.STOPPING,
-            message="stopping: stopping the current container",
-            items=lines,
-            heed_cancel=True,
-            **found,
-        )
+        try:
+            swap_transition(
+                swap=self.swap,
+                state=SwapState.STOPPING,
+                message="stopping: stopping the current container",
+                items=lines,
+                heed_cancel=True,
+                **found,
+            )
+        except SwapCancelled:
+            # Cancelled during the pre-flight: what it found is still kept with the swap.
+            for name, value in found.items():
+                setattr(self.swap, name, value)
+            swap_record(swap=self.swap, fields=list(found), items=lines)
+            raise
         # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop. With
         # no container of ours on any node there is no vLLM for a request to be in flight to: nothing to wait for.
         if self.report.container_running:

@@ -154,6 +154,20 @@ def test_cancel_during_loading_stops_the_container(topology, model_factory):
     assert any("memory settled" in m for m in messages[stopping:]), "a cancelled launch's memory must settle too"
 
 
+def test_a_cancel_asked_during_the_pre_flight_stops_before_the_stop_and_keeps_the_checks(topology, model_factory):
+    model_factory("tiny", repo="sim/tiny-model")
+    swap = swap_request(model_key="tiny", dry_run=False, actor="test")
+    Swap.objects.filter(pk=swap.pk).update(cancel_requested=True)  # asked while it was queued or checking
+    before = len(topology.records())
+    swap_run(swap_id=str(swap.id))
+    swap.refresh_from_db()
+    assert swap.state == SwapState.CANCELLED
+    assert swap.checks and all(check["ok"] for check in swap.checks), swap.checks
+    assert "stopping" not in _states(swap)
+    new = topology.records()[before:]
+    assert not [r for r in new if r["prog"] == "launch-cluster.sh" and ({"exec", "stop"} & set(r["argv"]))]
+
+
 def test_dry_run_changes_nothing_on_the_nodes(topology, model_factory):
     model_factory("tiny", repo="sim/tiny-model")
     before = len(topology.records())
