@@ -239,11 +239,14 @@ class SwapRunner:
             return
         if self.swap.dry_run:
             lines += [(EventKind.PROGRESS, f"would run: {command}") for command in self.report.commands]
+        self._record(found, lines)
+        if not self.report.ok:
+            raise SwapFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in self.report.failures))
+
+    def _record(self, found: dict[str, Any], lines: list[tuple[str, str]]) -> None:
         for name, value in found.items():
             setattr(self.swap, name, value)
         swap_record(swap=self.swap, fields=list(found), items=lines)
-        if not self.report.ok:
-            raise SwapFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in self.report.failures))
 
     def _connection(self, name: str) -> SparkConnection:
         return self.report.connections[name]
@@ -273,10 +276,7 @@ class SwapRunner:
                 **found,
             )
         except SwapCancelled:
-            # Cancelled during the pre-flight: what it found is still kept with the swap.
-            for name, value in found.items():
-                setattr(self.swap, name, value)
-            swap_record(swap=self.swap, fields=list(found), items=lines)
+            self._record(found, lines)  # cancelled during the pre-flight: what it found is still kept
             raise
         # The gateway refuses the outgoing model from here on; let its requests in flight finish before the stop. With
         # no container of ours on any node there is no vLLM for a request to be in flight to: nothing to wait for.
