@@ -25,6 +25,7 @@ from cluster.models import SparkHost
 CONNECT_TIMEOUT = 10.0
 # Prefixed to a command that gets no input: its shell (and everything it runs) reads /dev/null.
 STDIN_CLOSED = "exec </dev/null; "
+OUTPUT_CHUNK = 65536  # bytes asked of a channel per read
 
 
 class SshError(Exception):
@@ -145,17 +146,26 @@ class SparkConnection:
         stdin: str | None = None,
         timeout: float = 60.0,
         started: threading.Event | None = None,
+        answering: threading.Event | None = None,
     ) -> CommandResult:
         """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed. `started` is set once
-        the server has started the command (or the attempt failed)."""
+        the server has started the command, `answering` once its first output arrives or it ends (either also when
+        the attempt failed)."""
         try:
-            return self._run(command, stdin=stdin, timeout=timeout, started=started)
+            return self._run(command, stdin=stdin, timeout=timeout, started=started, answering=answering)
         finally:
-            if started is not None:
-                started.set()
+            for event in (started, answering):
+                if event is not None:
+                    event.set()
 
     def _run(
-        self, command: str, *, stdin: str | None, timeout: float, started: threading.Event | None
+        self,
+        command: str,
+        *,
+        stdin: str | None,
+        timeout: float,
+        started: threading.Event | None,
+        answering: threading.Event | None,
     ) -> CommandResult:
         with self._channel(timeout) as channel:
             try:
@@ -173,7 +183,11 @@ class SparkConnection:
                     channel.exec_command(command)
                     channel.sendall(stdin.encode())
                     channel.shutdown_write()
-                stdout = _read_all(channel.makefile("rb"))
+                first = b""
+                if answering is not None:
+                    first = channel.recv(OUTPUT_CHUNK)  # blocks until the first output (b"" once it ended)
+                    answering.set()
+                stdout = (first + channel.makefile("rb").read()).decode(errors="replace")
                 stderr = _read_all(channel.makefile_stderr("rb"))
                 exit_code = channel.recv_exit_status()
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -192,7 +206,7 @@ class SparkConnection:
             buffer = b""
             while not stop.is_set():
                 try:
-                    chunk = channel.recv(65536)
+                    chunk = channel.recv(OUTPUT_CHUNK)
                 except TimeoutError:
                     continue
                 except (paramiko.SSHException, EOFError, OSError) as exc:

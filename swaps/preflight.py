@@ -122,6 +122,7 @@ class LauncherProbe:
     command: str
     result: Future[CommandResult]
     started: threading.Event = field(default_factory=threading.Event)  # the head runs the command (or it failed)
+    answering: threading.Event = field(default_factory=threading.Event)  # its first output came (or it ended/failed)
 
     def take(self, *, head: SparkHost, command: str) -> CommandResult | None:
         """The answer, if it was asked of this very head (same row, same SSH identity) with this command; None
@@ -148,20 +149,21 @@ def launcher_probe_start(*, cluster: ClusterSettings) -> LauncherProbe | None:
     if head is None:
         return None
     command = build_capabilities_command(cluster=cluster)
-    started = threading.Event()
+    started, answering = threading.Event(), threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-launcher")
     try:
-        future = pool.submit(_probe_run, head, command, started)
+        future = pool.submit(_probe_run, head, command, started, answering)
     finally:
         pool.shutdown(wait=False)
-    return LauncherProbe(host=head, command=command, result=future, started=started)
+    return LauncherProbe(host=head, command=command, result=future, started=started, answering=answering)
 
 
-def _probe_run(head: SparkHost, command: str, started: threading.Event) -> CommandResult:
+def _probe_run(head: SparkHost, command: str, started: threading.Event, answering: threading.Event) -> CommandResult:
     try:
-        return spark_connect(head).run(command, timeout=20, started=started)
+        return spark_connect(head).run(command, timeout=20, started=started, answering=answering)
     finally:
         started.set()
+        answering.set()
 
 
 def preflight_nodes(*, entry: ModelEntry) -> tuple[list[SparkHost], str | None]:

@@ -727,14 +727,18 @@ def _clock(text: str) -> str | None:
 
 
 def launcher_probe_dispatch(*, cluster: ClusterSettings) -> LauncherProbe | None:
-    """`launcher_probe_start`, returning once the head runs the command (at most PROBE_DISPATCH_WAIT_SECONDS).
+    """`launcher_probe_start`, returning once the launcher answers: its first output (at most
+    PROBE_DISPATCH_WAIT_SECONDS).
 
-    Until then the calling thread keeps off the interpreter: Python hands its lock to a thread woken by I/O only
-    after up to 5 ms, and each step of the dispatch (open a channel, exec) waited that long behind the runner's
-    database work. Once the command runs, that work overlaps with the launcher's answer."""
+    Until then the calling thread keeps off the interpreter and the processors: Python hands its lock to a thread
+    woken by I/O only after up to 5 ms, and each step of the dispatch (open a channel, exec) waited that long behind
+    the runner's database work; and once the command ran, that work (the claim, the `preflight` state) took
+    processor time from the launcher's own start on a head that shares the processors with this service. The work
+    cannot end the pre-flight any sooner than the launcher's whole answer, so it is done while the rest of the
+    answer comes."""
     probe = launcher_probe_start(cluster=cluster)
     if probe is not None:
-        probe.started.wait(PROBE_DISPATCH_WAIT_SECONDS)
+        probe.answering.wait(PROBE_DISPATCH_WAIT_SECONDS)
     return probe
 
 

@@ -276,6 +276,29 @@ def test_started_is_set_once_the_server_runs_the_command_and_when_it_cannot(sim,
     assert failed.is_set()
 
 
+def test_answering_is_set_at_the_first_output_and_the_output_stays_whole(sim, hosts, tmp_path):
+    """`run(answering=)`: a caller waiting for the command's answer hears of its first output while the rest is still
+    to come, and the output read to the end keeps that first part; a command that prints nothing ends the wait when
+    it ends."""
+    head = spark_connect(hosts[0])
+    later = tmp_path / "later"
+    answering = threading.Event()
+    results: list = []
+
+    def run() -> None:
+        results.append(head.run(f"echo first; sleep 1; touch {later}; echo second; echo err >&2", answering=answering))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert answering.wait(5) and not later.exists()
+    thread.join(10)
+    assert results and results[0].stdout == "first\nsecond\n" and results[0].stderr == "err\n"
+
+    silent = threading.Event()
+    assert head.run("exit 3", answering=silent).exit_code == 3
+    assert silent.is_set()
+
+
 def test_the_launcher_probe_says_it_is_under_way_even_when_the_head_cannot_be_reached(sim, hosts):
     """A swap's runner waits (briefly) for its first command to be under way before its own writes; a head that
     refuses the connection ends that wait at once, and the pre-flight then reports the head itself."""
@@ -288,5 +311,5 @@ def test_the_launcher_probe_says_it_is_under_way_even_when_the_head_cannot_be_re
     connection_pool.clear()
     probe = launcher_probe_start(cluster=cluster_settings_get())
     assert probe is not None
-    assert probe.started.wait(10)
+    assert probe.started.wait(10) and probe.answering.wait(10)
     assert probe.take(head=head, command=probe.command) is None
