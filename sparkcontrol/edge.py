@@ -21,6 +21,7 @@ import functools
 import inspect
 import json
 import logging
+import socket
 from http import HTTPStatus
 from importlib import import_module
 from typing import Any
@@ -34,6 +35,7 @@ from django.contrib.auth import get_user
 from django.db import close_old_connections
 from django.http import HttpRequest
 from twisted.internet import reactor, tcp
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.web.http import (  # not through the module: twisted.web.http is a (slow) deprecation proxy
     RESPONSES,
     HTTPChannel,
@@ -318,6 +320,13 @@ def _class_value(value: Any) -> Any:
     return staticmethod(value) if inspect.isfunction(value) else value
 
 
+ADOPT_PREFIX = "fd:fileno="  # daphne's description of a listening socket handed over by its descriptor
+
+
+def _adopts(description: str) -> bool:
+    return description.startswith(ADOPT_PREFIX) and description[len(ADOPT_PREFIX) :].isdigit()
+
+
 class EdgeServer(Server):
     """daphne's server with `EdgeHTTPFactory` and `EdgeWebSocketFactory`; `edge_pool` runs the credential checks (the
     HTTP pool's threads)."""
@@ -345,6 +354,27 @@ class EdgeServer(Server):
         if not isinstance(factory, EdgeWebSocketFactory):
             factory = EdgeWebSocketFactory(self, server=self.server_name)
         self._edge_ws_factory = factory
+
+    def run(self) -> None:
+        """daphne's, but a listening socket handed over by its descriptor (`fd:fileno=N`, as `serve` always does for
+        IPv4) is adopted here instead of through Twisted's endpoint plugins: finding the `fd` parser loads every
+        plugin that parses endpoint strings (autobahn's, and Twisted's TLS, HAProxy, stdio and systemd ones), ~30
+        modules kept for the process's life. Adopted just before the reactor starts, where daphne listens too."""
+        adopted = [int(description[len(ADOPT_PREFIX) :]) for description in self.endpoints if _adopts(description)]
+        self.endpoints = [description for description in self.endpoints if not _adopts(description)]
+        ready = self.ready_callable
+
+        def listen_then_ready() -> None:
+            for fileno in adopted:
+                listening = AdoptedStreamServerEndpoint(reactor, fileno, socket.AF_INET).listen(self.http_factory)
+                listening.addCallback(self.listen_success)
+                listening.addErrback(self.listen_error)
+                self.listeners.append(listening)
+            if ready is not None:
+                ready()
+
+        self.ready_callable = listen_then_ready
+        super().run()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         """daphne's, with an `Inbox` for the application's incoming messages, and the finished request forgotten as

@@ -137,3 +137,35 @@ def test_idle_workers_leave_the_looking_to_one_scout_and_a_delayed_task_still_ru
         for worker in workers:
             worker.stop()
         _wait(lambda: not any(worker.running_task for worker in workers), timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_the_swaps_worker_keeps_its_database_connection_while_it_waits() -> None:
+    """An idle worker of the other queues holds no SQLite connection (its caches) while it sleeps; the swaps' worker
+    keeps its own as long as CONN_MAX_AGE lets it, as `serve` sets it, for the reads a woken swap starts with."""
+    from django.db import connection
+
+    from sparkcontrol.worker import SWAPS_QUEUE, WakeableWorker, embedded_workers
+
+    workers = embedded_workers(interval=60.0)
+    assert [worker.queue_names for worker in workers if worker.keep_connection] == [[SWAPS_QUEUE]]
+
+    kept = connection.settings_dict.get("CONN_MAX_AGE")
+    connection.settings_dict["CONN_MAX_AGE"] = 600  # what `serve` sets on SQLite (keep_database_connections)
+    try:
+        for keep in (True, False):
+            worker = WakeableWorker(interval=60.0, queue_names=["webhooks"], keep_connection=keep)
+            open_while_waiting: list[bool] = []
+
+            def wait(timeout: float | None = None, worker: WakeableWorker = worker, seen: list = open_while_waiting):
+                seen.append(connection.connection is not None)  # the worker's own thread's connection
+                worker.running = False
+                return True
+
+            worker.wake.wait = wait  # type: ignore[method-assign]
+            thread = threading.Thread(target=worker.run)
+            thread.start()
+            thread.join(10)
+            assert open_while_waiting == [keep]
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = kept

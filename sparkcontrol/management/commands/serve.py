@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
+from django.db import connections
 
 from commandline.base import OperatorCommand
 from sparkcontrol.firstrun import admin_ensure, migrate_serialised
@@ -221,6 +222,9 @@ class Command(OperatorCommand):
         # of the collector's full passes, which otherwise walk it all (~100 ms each, several a second under load).
         gc.collect()
         gc.freeze()
+        # This thread runs the event loop from here on and makes no queries: the connection its start-up used
+        # (migrations, the first admin) would only hold SQLite's caches.
+        connections.close_all()
         try:
             server.run()
         finally:
