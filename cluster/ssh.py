@@ -145,18 +145,15 @@ class SparkConnection:
         *,
         stdin: str | None = None,
         timeout: float = 60.0,
-        started: threading.Event | None = None,
         answering: threading.Event | None = None,
     ) -> CommandResult:
-        """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed. `started` is set once
-        the server has started the command, `answering` once its first output arrives or it ends (either also when
-        the attempt failed)."""
+        """Run a command to completion; `stdin` (e.g. a secret) is written to it and closed. `answering` is set once
+        the command's first output arrives or it ends (or the attempt failed)."""
         try:
-            return self._run(command, stdin=stdin, timeout=timeout, started=started, answering=answering)
+            return self._run(command, stdin=stdin, timeout=timeout, answering=answering)
         finally:
-            for event in (started, answering):
-                if event is not None:
-                    event.set()
+            if answering is not None:
+                answering.set()
 
     def _run(
         self,
@@ -164,7 +161,6 @@ class SparkConnection:
         *,
         stdin: str | None,
         timeout: float,
-        started: threading.Event | None,
         answering: threading.Event | None,
     ) -> CommandResult:
         with self._channel(timeout) as channel:
@@ -176,8 +172,6 @@ class SparkConnection:
                     # drops the whole connection, every other session on it included, on an EOF for a channel it has
                     # freed. The command reads /dev/null instead.
                     channel.exec_command(STDIN_CLOSED + command)
-                    if started is not None:
-                        started.set()
                 else:
                     # The command reads its input to the end before it ends, so the EOF comes first.
                     channel.exec_command(command)

@@ -121,7 +121,6 @@ class LauncherProbe:
     host: SparkHost
     command: str
     result: Future[CommandResult]
-    started: threading.Event = field(default_factory=threading.Event)  # the head runs the command (or it failed)
     answering: threading.Event = field(default_factory=threading.Event)  # its first output came (or it ended/failed)
 
     def take(self, *, head: SparkHost, command: str) -> CommandResult | None:
@@ -149,20 +148,19 @@ def launcher_probe_start(*, cluster: ClusterSettings) -> LauncherProbe | None:
     if head is None:
         return None
     command = build_capabilities_command(cluster=cluster)
-    started, answering = threading.Event(), threading.Event()
+    answering = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-launcher")
     try:
-        future = pool.submit(_probe_run, head, command, started, answering)
+        future = pool.submit(_probe_run, head, command, answering)
     finally:
         pool.shutdown(wait=False)
-    return LauncherProbe(host=head, command=command, result=future, started=started, answering=answering)
+    return LauncherProbe(host=head, command=command, result=future, answering=answering)
 
 
-def _probe_run(head: SparkHost, command: str, started: threading.Event, answering: threading.Event) -> CommandResult:
+def _probe_run(head: SparkHost, command: str, answering: threading.Event) -> CommandResult:
     try:
-        return spark_connect(head).run(command, timeout=20, started=started, answering=answering)
+        return spark_connect(head).run(command, timeout=20, answering=answering)
     finally:
-        started.set()
         answering.set()
 
 

@@ -752,7 +752,7 @@ _prepared_lock = threading.Lock()
 def swap_prepare(*, swap_id: str) -> None:
     """Send the swap's first remote command (the launcher's capabilities probe: `--help`, it changes nothing on the
     node) before the task is claimed, for this process's run of the swap to take: the claim, an exclusive write, then
-    happens while the head answers instead of before it is asked. Returns once the head runs the command."""
+    happens while the head answers instead of before it is asked. Returns once the launcher's answer begins."""
     probe = launcher_probe_dispatch(cluster=cluster_settings_get())
     now = time.monotonic()
     with _prepared_lock:
