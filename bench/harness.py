@@ -7,7 +7,9 @@ read swap rows and insert history directly; it never imports Django before that 
 
 from __future__ import annotations
 
+import compileall
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -20,6 +22,7 @@ import httpx
 from bench.common import tree_rss_kib
 from testkit.service import Process, Service
 
+REPO = Path(__file__).resolve().parent.parent
 MODEL_2NODE = "bench-2node"
 MODEL_1NODE = "bench-1node"
 
@@ -73,6 +76,7 @@ class Harness:
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def start(self) -> Harness:
+        compile_bytecode()
         self.installation.simulate(nodes=2, load_seconds=self.load_seconds)
         self.installation.manage("migrate", "-v", "0")
         self._django_setup()
@@ -154,3 +158,10 @@ class Harness:
                 pass
             if self._own_workdir and not os.environ.get("BENCH_KEEP"):
                 shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def compile_bytecode() -> None:
+    """Write the project's bytecode, as a deployment's first start does, so the service is measured as it runs from
+    then on. Where PYTHONDONTWRITEBYTECODE is set (as on the machines this runs on), every start would otherwise
+    compile every module from source, and the compiler's leftovers stay in the heap (~1.6 MiB of idle RSS)."""
+    compileall.compile_dir(REPO, quiet=1, rx=re.compile(r"/(\.venv|tests|data|node_modules|\.git)/"))

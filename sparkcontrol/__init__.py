@@ -1,7 +1,9 @@
 """The project package: settings, URLs, the ASGI/WSGI entry points, `serve`, the dashboard and the metrics."""
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 # Optional parts of libraries we use, for features no Spark Control process uses; together ~10 MiB of every
 # process's memory. None in `sys.modules` makes such an import fail at once, as it does where the package is
@@ -20,3 +22,31 @@ for _unused in ("httpx._main", "invoke", "OpenSSL", "cbor2", "click"):
 # autobahn's native UTF-8 validator and unmasker (NVX) compile their C declarations with pycparser when imported
 # (~1.2 MiB). They speed up large frames from clients; dashboard clients send none larger than a ping.
 os.environ.setdefault("AUTOBAHN_USE_NVX", "0")
+
+
+def _django_test_signals_alone() -> None:
+    """django-ninja 1.7 imports `setting_changed` through `django.test.signals` (its upstream fix, vitalik/django-ninja
+    #1772, is not released). Importing a module through its package runs the package first, and `django.test` brings
+    Django's whole test framework (unittest and mock, the test client, a WSGI server): ~1.7 MiB of every process. The
+    module needs nothing of its package, so it is loaded alone, under its own name, where the import finds it. A later
+    `import django.test` (the tests) finds it there too, and the signal and its receivers are the same objects."""
+    name = "django.test.signals"
+    if name in sys.modules or "django.test" in sys.modules:
+        return
+    spec = importlib.util.find_spec("django")
+    if spec is None or spec.origin is None:
+        return
+    path = Path(spec.origin).parent / "test" / "signals.py"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+_django_test_signals_alone()
