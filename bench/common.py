@@ -146,3 +146,35 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_before": [round(value, 2) for value in load],
     }
+
+
+def steadiness(*, seconds: float = 5.0) -> dict[str, float]:
+    """How steady this machine's processor is: the same fixed loop timed again and again for `seconds` (p10, median
+    and p90 in ms). On a shared virtual machine its time can swing by more than half from one second to the next;
+    a figure that compares two runs taken seconds apart (M6's share) is no steadier than this."""
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        total = 0
+        for number in range(300_000):
+            total += number * number
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {
+        "loops": len(times),
+        "p10_ms": round(times[len(times) // 10], 1),
+        "median_ms": round(times[len(times) // 2], 1),
+        "p90_ms": round(times[len(times) * 9 // 10], 1),
+    }
+
+
+def steadiness_text(info: dict[str, Any]) -> str:
+    """`machine()`'s steadiness as a clause for a report ("" when it was not taken)."""
+    steady = info.get("steadiness")
+    if not steady:
+        return ""
+    return (
+        f"a fixed loop took {steady['p10_ms']}–{steady['p90_ms']} ms (p10–p90 of {steady['loops']}, "
+        f"×{steady['p90_ms'] / steady['p10_ms']:.2f})"
+    )

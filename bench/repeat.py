@@ -9,6 +9,8 @@ import re
 import statistics
 from typing import Any
 
+from bench.common import steadiness_text
+
 NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
 
@@ -97,6 +99,11 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
     lines = [
         f"{len(runs)} repetitions from {runs[0]['date']} ({runs[0]['mode']} mode) on {info['cores']} cores "
         f"({info['cpu'] or 'unknown CPU'}), Python {info['python']}; load average before → after each: {loads}.",
+        *(
+            [f"Processor steadiness, before each: {steady}."]
+            if (steady := "; ".join(filter(None, (steadiness_text(run["machine"]) for run in runs))))
+            else []
+        ),
         "The first figure of each cell is combined; a verdict is given only when every repetition agrees.",
         "",
         "| " + " | ".join(HEADERS) + " | each run |",

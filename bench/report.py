@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from bench.common import ROOT
+from bench.common import ROOT, steadiness_text
 
 DOCS = ROOT / "docs" / "PERFORMANCE.md"
 BEGIN = "<!-- bench:table:begin (written by `python -m bench`; edit the text around it, not this block) -->"
@@ -365,7 +365,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run of {results['date']} ({results['mode']} mode, {results['runtime_s']:.0f} s) on {info['cores']} cores "
         f"({info['cpu'] or 'unknown CPU'}), Python {info['python']}, Linux {info['kernel']}; "
         f"load average before the run {', '.join(str(v) for v in info['load_before'])}"
-        + (f", after {', '.join(str(v) for v in info['load_after'])}." if info.get("load_after") else ".")
+        + (f", after {', '.join(str(v) for v in info['load_after'])}" if info.get("load_after") else "")
+        + (f"; {steadiness_text(info)}." if steadiness_text(info) else ".")
         + (f" `serve` arguments: `{' '.join(results['serve_args'])}`." if results["serve_args"] else ""),
         "",
         "| " + " | ".join(HEADERS) + " |",

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, machine
+from bench.common import ROOT, machine, steadiness
 from bench.report import build_table, print_table, update_docs
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -273,7 +273,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any] | None:
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": {**machine(), "steadiness": steadiness()},
         "mode": "quick" if args.quick else "full",
         "serve_args": args.serve_arg,
         "config": config,

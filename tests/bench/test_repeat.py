@@ -31,3 +31,14 @@ def test_the_markdown_shows_every_runs_cell_and_the_loads():
     runs = [_run("1,200 req/s", True, load=0.5), _run("1,100 req/s", True, load=3.0)]
     text = markdown(combine(runs), runs)
     assert "1,200 req/s · 1,100 req/s" in text and "0.5 → 0.5" in text and "3.0 → 3.0" in text
+
+
+def test_the_markdown_shows_each_runs_processor_steadiness_when_it_was_taken():
+    steady = [_run("1,200 req/s", True), _run("1,100 req/s", True)]
+    steady[0]["machine"]["steadiness"] = {"loops": 400, "p10_ms": 10.0, "median_ms": 11.0, "p90_ms": 17.0}
+    steady[1]["machine"]["steadiness"] = {"loops": 420, "p10_ms": 10.0, "median_ms": 10.2, "p90_ms": 10.5}
+    text = markdown(combine(steady), steady)
+    assert "a fixed loop took 10.0–17.0 ms (p10–p90 of 400, ×1.70)" in text
+    assert "10.0–10.5 ms (p10–p90 of 420, ×1.05)" in text
+    without = [_run("1,200 req/s", True)]
+    assert "steadiness" not in markdown(combine(without), without)
