@@ -29,6 +29,13 @@ from bench.harness import MODEL_2NODE, Harness
 LLAMA_SWAP_WAIT = 0.25
 LLAMA_SWAP_EVERY = 1.0
 GPUSTACK_EVERY = 3.0
+# How often the bench looks for the engine's start while a swap runs. The pollers are scheduled from the recorded
+# start, not from when it was seen, so a look every 50 ms serves them as well as every 5 ms did, and the bench wakes
+# 20 times a second rather than 200 through the swap's checks, stop and launch: the floor replay it is compared with
+# runs with no watch beside it. (Whether the faster watch slowed the simulated programs could not be told on a
+# machine whose processor speed swings ×1.7: 16 swaps each, share 196 ms with it, 97 ms without it, -6 ms with the
+# same watch beside the replay too.)
+ENGINE_WATCH_SECONDS = 0.05
 TERMINAL = {"ready", "failed", "cancelled", "interrupted"}
 
 
@@ -110,10 +117,11 @@ def _records(harness: Harness, *, prog: str, event: str, since: float, node: str
 class RecordTail:
     """sparksim's record file, read on from where the last read ended.
 
-    The bench watches for the engine's start every 5 ms while a swap runs. Parsing the whole file each time cost
-    2-5 ms of CPU per look once it held a few hundred swaps' records (~55 a swap), i.e. up to half a core taken
-    from the simulated Sparks' programs and the service on this 2-core machine during the swap, and never during
-    the floor replay it is compared with: the watch itself made the swap look slower. Only new lines are parsed.
+    The bench watches for the engine's start while a swap runs (every 5 ms when this was written). Parsing the
+    whole file each time cost 2-5 ms of CPU per look once it held a few hundred swaps' records (~55 a swap), i.e.
+    up to half a core taken from the simulated Sparks' programs and the service on this 2-core machine during the
+    swap, and never during the floor replay it is compared with: the watch itself made the swap look slower. Only
+    new lines are parsed.
     """
 
     def __init__(self, harness: Harness) -> None:
@@ -163,7 +171,7 @@ def _engine_start(harness: Harness, since: float, deadline: float, *, tail: Reco
         starts = [r for r in found if r["argv"][:1] == ["serve"] and "--headless" not in r["argv"]]
         if starts:
             return min(r["t"] for r in starts)
-        time.sleep(0.005)
+        time.sleep(ENGINE_WATCH_SECONDS)
     raise BenchError("the head's vLLM never started")
 
 
