@@ -366,7 +366,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"({info['cpu'] or 'unknown CPU'}), Python {info['python']}, Linux {info['kernel']}; "
         f"load average before the run {', '.join(str(v) for v in info['load_before'])}"
         + (f", after {', '.join(str(v) for v in info['load_after'])}" if info.get("load_after") else "")
-        + (f"; {steadiness_text(info)}." if steadiness_text(info) else ".")
+        + (f"; {steady}." if (steady := steadiness_text(info)) else ".")
         + (f" `serve` arguments: `{' '.join(results['serve_args'])}`." if results["serve_args"] else ""),
         "",
         "| " + " | ".join(HEADERS) + " |",

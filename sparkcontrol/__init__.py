@@ -30,20 +30,17 @@ def _django_test_signals_alone() -> None:
     Django's whole test framework (unittest and mock, the test client, a WSGI server): ~1.7 MiB of every process. The
     module needs nothing of its package, so it is loaded alone, under its own name, where the import finds it. A later
     `import django.test` (the tests) finds it there too, and the signal and its receivers are the same objects."""
+    import django
+
     name = "django.test.signals"
     if name in sys.modules or "django.test" in sys.modules:
         return
-    spec = importlib.util.find_spec("django")
-    if spec is None or spec.origin is None:
-        return
-    path = Path(spec.origin).parent / "test" / "signals.py"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        return
-    module = importlib.util.module_from_spec(module_spec)
+    spec = importlib.util.spec_from_file_location(name, Path(django.__file__).parent / "test" / "signals.py")
+    assert spec is not None and spec.loader is not None  # a .py path always has a spec and a loader
+    module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        module_spec.loader.exec_module(module)
+        spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise
