@@ -585,12 +585,13 @@ def serving_application(*, threads: int) -> Any:
     """The project's ASGI application (sparkcontrol.asgi) with `PooledSyncHandler` as its Django HTTP handler.
 
     The HTTP stack around the handler is rebuilt here the same way (the body limit at the ASGI edge); if asgi.py's
-    stack changes, serving refuses to start rather than silently drop a layer.
+    stack changes, serving refuses to start rather than silently drop a layer. The websocket stack is asgi.py's,
+    given the pool for its user lookups.
     """
     from channels.routing import ProtocolTypeRouter
     from django.core.exceptions import ImproperlyConfigured
 
-    from sparkcontrol.asgi import application, django_asgi_app
+    from sparkcontrol.asgi import application, django_asgi_app, websocket_application
     from sparkcontrol.bodylimit import BodyLimit
 
     mapping = application.application_mapping
@@ -599,7 +600,9 @@ def serving_application(*, threads: int) -> Any:
         raise ImproperlyConfigured("sparkcontrol.asgi's HTTP stack changed: update sparkcontrol.serving to match it")
     pooled = PooledSyncHandler(threads=threads, async_handler=django_asgi_app)
     pooled._is_async_view("/api/health")  # loads the URL patterns now rather than on the first request
-    router = ProtocolTypeRouter({"http": BodyLimit(pooled), "websocket": mapping["websocket"]})
+    # A dashboard socket's user lookup runs on the pool's threads and connections too, not on a thread of its own.
+    websocket = websocket_application(run_sync=pooled.pool.run)
+    router = ProtocolTypeRouter({"http": BodyLimit(pooled), "websocket": websocket})
     router.edge_pool = pooled.pool  # the edge's credential checks run on the same threads and connections
     return router
 
