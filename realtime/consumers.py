@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from realtime.broadcast import DASHBOARD_GROUP
@@ -37,6 +38,13 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' own also closes stale database connections, on asgiref's thread for thread-sensitive calls: a
+        # thread (and a hop to it for every socket that closes) that nothing else in `serve` needs. This consumer
+        # holds no group of Channels' `groups` and touches no database.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
