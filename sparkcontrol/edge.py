@@ -299,6 +299,22 @@ class EdgeHTTPFactory(HTTPFactory):
             super().log(request)
 
 
+class EdgeWebSocketProtocol(WebSocketProtocol):
+    """daphne's websocket protocol, which lets go of the opening handshake's request once the socket is open.
+
+    autobahn keeps the parsed request (its raw bytes, the headers lower-cased and stripped, the query) on the
+    connection, and daphne the request object holding those headers, for as long as the socket is open; neither
+    reads them after the handshake (the application's scope has its own copy of the headers). ~1.5 KiB a socket."""
+
+    def onOpen(self) -> None:  # noqa: N802 - autobahn's name
+        super().onOpen()
+        self.http_request_data = b""
+        self.http_headers = {}
+        self.http_request_params = {}
+        self.request.headers = {}
+        self.request.params = {}
+
+
 class EdgeWebSocketFactory(WebSocketFactory):
     """daphne's websocket factory, whose protocols read its options from their class instead of each a copy.
 
@@ -311,7 +327,7 @@ class EdgeWebSocketFactory(WebSocketFactory):
     def setProtocolOptions(self, **options: Any) -> None:  # noqa: N802 - autobahn's name
         super().setProtocolOptions(**options)
         values = {name: _class_value(getattr(self, name)) for name in WebSocketProtocol.CONFIG_ATTRS}
-        self.protocol = type("EdgeWebSocketProtocol", (WebSocketProtocol,), values)
+        self.protocol = type("EdgeWebSocketProtocol", (EdgeWebSocketProtocol,), values)
 
 
 def _class_value(value: Any) -> Any:

@@ -4,6 +4,7 @@ per-connection input queue is an inbox."""
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -45,3 +46,34 @@ def test_options_set_again_reach_new_connections():
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50003))
     protocol.makeConnection(StringTransport())
     assert protocol.autoPingTimeout == 11
+
+
+def test_an_open_socket_lets_go_of_its_opening_handshake():
+    from autobahn.websocket.types import ConnectionRequest
+
+    protocol = _factory().buildProtocol(IPv4Address("TCP", "127.0.0.1", 50004))
+    protocol.makeConnection(StringTransport())
+    headers, params = {"host": "127.0.0.1", "cookie": "sessionid=abc"}, {"a": ["1"]}
+    protocol.http_request_data = b"GET /ws/swaps/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    protocol.http_headers, protocol.http_request_params = headers, params
+    protocol.request = ConnectionRequest(
+        peer="tcp:127.0.0.1:50004",
+        headers=headers,
+        host="127.0.0.1",
+        path="/ws/swaps/",
+        params=params,
+        version=13,
+        origin=None,
+        protocols=[],
+        extensions=[],
+    )
+    logged: list[tuple] = []
+    protocol.server = SimpleNamespace(log_action=lambda *args: logged.append(args))
+    protocol.client_addr = ["127.0.0.1", 50004]
+
+    protocol.onOpen()
+
+    assert logged == [("websocket", "connected", {"path": "/ws/swaps/", "client": "127.0.0.1:50004"})]
+    assert protocol.http_request_data == b"" and protocol.http_headers == {} and protocol.http_request_params == {}
+    assert protocol.request.headers == {} and protocol.request.params == {}
+    assert protocol.request.path == "/ws/swaps/"  # daphne logs the path when the socket closes
