@@ -11,12 +11,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from realtime.auth import dashboard_auth_stack  # noqa: E402
+from realtime.auth import RunSync, dashboard_auth_stack  # noqa: E402
 from sparkcontrol.bodylimit import BodyLimit  # noqa: E402
 from sparkcontrol.routing import websocket_urlpatterns  # noqa: E402
 
 
-def websocket_application(*, run_sync: Any = None) -> Any:
+def websocket_application(*, run_sync: RunSync | None = None) -> Any:
     """The dashboards' websockets: the origin check, who is on the other end (looked up through `run_sync` when
     given: `serve` passes its HTTP pool), then the routes."""
     return AllowedHostsOriginValidator(dashboard_auth_stack(URLRouter(websocket_urlpatterns), run_sync=run_sync))
