@@ -1599,11 +1599,12 @@ def serve(node: Node, argv: list[str]) -> int:
     log.info("launcher.py:34", "Available routes are:")
     for route in ("/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics", "/version"):
         log.info("launcher.py:42", f"Route: {route}, Methods: {'POST' if 'completions' in route else 'GET'}")
-    server.server_activate()
-    node.record("vllm", argv, "port_open", port=port, served_model_name=served[0])
+    # uvicorn's order: the lifespan start-up is logged, then the socket vLLM bound long ago starts listening.
     log.line(f"{api}INFO:     Started server process [{pid}]")
     log.line(f"{api}INFO:     Waiting for application startup.")
     log.line(f"{api}INFO:     Application startup complete.")
+    server.server_activate()
+    node.record("vllm", argv, "port_open", port=port, served_model_name=served[0])
     node.record("vllm", argv, "ready", port=port, served_model_name=served[0])
 
     if mode == "dies-after-ready":

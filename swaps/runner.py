@@ -6,12 +6,9 @@ cancel flag between steps and while loading, and keeps a heartbeat so a dead wor
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import queue
 import re
-import socket
 import threading
 import time
 from collections import deque
@@ -65,10 +62,15 @@ from swaps.services import (
     swap_record,
     swap_transition,
 )
+from swaps.watch import PortWatch, ProcessLook, ProcessLookout, ProcessWatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+# What the loading loop reads from its queue: a node's log line ((node, None) when its follow ends), a look for the
+# vLLM processes, or SERVED: the head's port accepts and the model is listed.
+SERVED = object()
+Feed = tuple[str, str | None] | ProcessLook | object
 
 DEATH_SIGNS = re.compile(
     r"EngineDeadError|Traceback \(most recent call last\)|out of memory|OutOfMemoryError|"
@@ -81,27 +83,22 @@ CAUSE_LINE = re.compile(r"\b[\w.]*(?:Error|Exception)\b:|out of memory|(?:^|\s)e
 GENERIC_CAUSE = re.compile(r"Engine core initialization failed|See root cause above|EngineDeadError", re.I)
 ARGPARSE_ERROR = re.compile(r"(?:^|\s)error: (.+)$", re.I)
 DEATH_GRACE_SECONDS = 0.5
-READY_HINTS = re.compile(r"Application startup complete|Uvicorn running on|Starting vLLM API server", re.I)
-# The last steps before vLLM's API server starts: from here the port is watched closely.
-NEAR_READY_HINTS = re.compile(
-    r"Capturing CUDA graph|Graph capturing finished|torch.compile takes|Available KV cache memory|init engine", re.I
+# The engine's last lines and the API server's first: the port listens within seconds, so it is watched closely.
+READY_HINTS = re.compile(
+    r"init engine|Graph capturing finished|Supported_tasks|Starting vLLM API server|Application startup complete|"
+    r"Uvicorn running on",
+    re.I,
 )
+# Earlier steps of the engine's start-up: the port is watched more often than before them.
+NEAR_READY_HINTS = re.compile(r"Capturing CUDA graph|torch.compile takes|Available KV cache memory", re.I)
 # How long a swap waits for the head to start the launcher's capabilities command before its own database work
 # (a new SSH connection takes longer; that work then overlaps with the handshake instead).
 PROBE_DISPATCH_WAIT_SECONDS = 0.1
-# Readiness: a TCP connect to the vLLM port (refused until it listens, ~0.1 ms) every PORT_WATCH_SECONDS, then one
-# GET /v1/models once it accepts. Closer watching for a while after a hint in the log.
-PORT_WATCH_SECONDS = 0.05
+# Readiness (swaps.watch.PortWatch): a TCP connect to the vLLM port every 50 ms, then one GET /v1/models once it
+# accepts; closer after a hint in the log.
 NEAR_READY_WATCH = (0.005, 60.0)  # every 5 ms, for up to 60 s after a near-ready line
-READY_WATCH = (0.002, 10.0)  # every 2 ms, for up to 10 s after the API server's start-up line
-MODELS_REPOLL_SECONDS = 0.25  # the port answers but the model is not listed yet
-MODELS_BODY_MAX = 1 << 20  # a model list is a few hundred bytes; more is not vLLM's answer
+READY_WATCH = (0.002, 10.0)  # every 2 ms, for up to 10 s after the engine's last line or the API server's first
 LOG_WAIT_SECONDS = 0.05
-# The vLLM process on each node is looked for in its container this often (`docker top`): an exit without a traceback
-# (argparse's exit 2 on an unknown flag) leaves the container up and the log silent.
-PROCESS_WATCH_SECONDS = 1.0
-# A node whose vLLM process was never seen counts as dead only after this long from the dispatch.
-PROCESS_START_GRACE_SECONDS = 5.0
 # After ready: how long the log is still followed for the API server's last start-up lines, and the last of them.
 LOG_AFTER_READY_SECONDS = 1.0
 STARTED_LINE = re.compile(r"Application startup complete", re.I)
@@ -152,7 +149,7 @@ class SwapRunner:
         self.last_beat = 0.0
         self.deadline = time.monotonic() + self.cluster.swap_timeout_s
         # The container logs being followed: (node, line) items, (node, None) when a node's follow ends.
-        self.log_lines: queue.Queue[tuple[str, str | None]] | None = None
+        self.log_lines: queue.Queue[Feed] | None = None
         self.log_stop = threading.Event()
         self.progress: ProgressFeed | None = None  # from loading on: phase, fraction and ETA from the head's log
         # What a passed pre-flight found (fields of the swap, check events), saved with the `stopping` state.
@@ -411,42 +408,62 @@ class SwapRunner:
     def _wait_ready(self) -> None:
         swap_transition(swap=self.swap, state=SwapState.LOADING, message="loading: following the container log")
         self.progress = ProgressFeed(swap=self.swap)
-        lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        lines: queue.Queue[Feed] = queue.Queue()
         self.log_lines, stop = lines, self.log_stop
         nodes = [node.name for node in self.report.nodes]
         for node in nodes:
             self.node_lines[node] = deque(maxlen=CAUSE_LINES)
             self._follower(node)
-        watch = ProcessWatch(nodes=self._rank_nodes(), started=self.dispatched_at)
+        # The port and the processes are watched on threads of their own, which report through the same queue as
+        # the log: the moment vLLM serves is seen whatever this loop is busy with.
+        port = PortWatch(
+            host=self.report.nodes[0].address,
+            port=self.cluster.effective_vllm_port,
+            served_name=self.entry.effective_served_name,
+            on_ready=lambda: lines.put(SERVED),
+            name=f"swap-port-{self.swap.id}",
+        )
+        ranks = {name: self._connection(name) for name in self._rank_nodes()}
+        command = build_top_command(container=self.container)
+        lookout = ProcessLookout(
+            look=lambda: _on_each(ranks, lambda connection: connection.run(command, timeout=10)),
+            deliver=lines.put,
+            started=self.dispatched_at,
+            name=f"swap-processes-{self.swap.id}",
+        )
+        watch = ProcessWatch(started=self.dispatched_at)
+        port.start()
+        lookout.start()
         pending: list[tuple[str, str]] = []
         last_flush = time.monotonic()
-        next_check = time.monotonic()
-        watches: list[tuple[float, float]] = []  # (every, until) after hints in the log
         dying: tuple[str, float] | None = None  # (node, since when)
         try:
             while True:
-                now = time.monotonic()
-                wait = max(0.0, min(next_check - now, LOG_WAIT_SECONDS))
                 ended: list[str] = []
+                served = False
                 try:
-                    item = lines.get(timeout=wait)
+                    item: Feed | None = lines.get(timeout=LOG_WAIT_SECONDS)
                 except queue.Empty:
                     item = None
                 while item is not None:
-                    node, line = item
-                    if line is None:
-                        ended.append(node)
-                    elif line:
-                        self._take_line(node, line, pending)
-                        if DEATH_SIGNS.search(line) and dying is None:
-                            # The cause comes at the end of a traceback: read on briefly before failing.
-                            dying = (node, time.monotonic())
-                        hint = READY_WATCH if READY_HINTS.search(line) else None
-                        if hint is None and NEAR_READY_HINTS.search(line):
-                            hint = NEAR_READY_WATCH
-                        if hint is not None and node == nodes[0]:
-                            watches.append((hint[0], time.monotonic() + hint[1]))
-                            next_check = 0.0
+                    if item is SERVED:
+                        served = True
+                    elif isinstance(item, ProcessLook):
+                        self._judge_processes(watch, item, pending)
+                    else:
+                        node, line = item
+                        if line is None:
+                            ended.append(node)
+                        elif line:
+                            self._take_line(node, line, pending)
+                            if DEATH_SIGNS.search(line) and dying is None:
+                                # The cause comes at the end of a traceback: read on briefly before failing.
+                                dying = (node, time.monotonic())
+                            if node == nodes[0]:
+                                if READY_HINTS.search(line):
+                                    port.closer(*READY_WATCH)
+                                elif NEAR_READY_HINTS.search(line):
+                                    port.closer(*NEAR_READY_WATCH)
                     try:
                         item = lines.get_nowait()
                     except queue.Empty:
@@ -454,21 +471,13 @@ class SwapRunner:
                 if dying is not None and time.monotonic() - dying[1] >= DEATH_GRACE_SECONDS:
                     self._flush(pending)
                     raise SwapFailed(f"vLLM failed while loading{self._on(dying[0])}: {self._cause(dying[0])}")
+                if served:
+                    # The lines still pending go in the write that makes the swap ready: one transaction between
+                    # vLLM answering and the row saying so, not two.
+                    self.ready_lines = self._batch(pending)
+                    self.progress.ready()
+                    return
                 now = time.monotonic()
-                if now >= next_check:
-                    if self._port_accepts():
-                        if self._is_ready():
-                            # The lines still pending go in the write that makes the swap ready: one transaction
-                            # between vLLM answering and the row saying so, not two.
-                            self.ready_lines = self._batch(pending)
-                            self.progress.ready()
-                            return
-                        next_check = now + MODELS_REPOLL_SECONDS
-                    else:
-                        watches = [(every, until) for every, until in watches if until > now]
-                        next_check = now + min([every for every, _ in watches], default=PORT_WATCH_SECONDS)
-                if watch.due(now):
-                    self._watch_processes(watch, pending)
                 if pending and (now - last_flush >= LOG_FLUSH_SECONDS or len(pending) >= LOG_FLUSH_MAX_LINES):
                     self._flush(pending)
                     last_flush = now
@@ -485,14 +494,15 @@ class SwapRunner:
         except BaseException:
             stop.set()
             raise
+        finally:
+            port.close()
+            lookout.close()
 
-    def _watch_processes(self, watch: ProcessWatch, pending: list[tuple[str, str]]) -> None:
+    def _judge_processes(self, watch: ProcessWatch, look: ProcessLook, pending: list[tuple[str, str]]) -> None:
         """Fail the swap when a node's vLLM process is gone while its container stays (no traceback to see)."""
-        command = build_top_command(container=self.container)
-        results = _on_each({name: self._connection(name) for name in watch.nodes}, lambda c: c.run(command, timeout=10))
-        now = time.monotonic()
-        watch.checked(now)
-        for node, result in results.items():
+        if look.error is not None:
+            raise look.error
+        for node, result in look.results.items():
             if not result.ok:
                 self._flush(pending)
                 if self._container_running(node):
@@ -500,7 +510,7 @@ class SwapRunner:
                 raise SwapFailed(f"the container {self.container} disappeared{self._on(node)} while loading")
             if vllm_running(result.stdout):
                 watch.seen(node)
-            elif watch.dead(node, now):
+            elif watch.dead(node, look.at):
                 # Give the log follower a moment to deliver the last lines (argparse's error comes just before exit).
                 self._drain_log(pending, DEATH_GRACE_SECONDS)
                 self._flush(pending)
@@ -514,9 +524,12 @@ class SwapRunner:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                node, line = self.log_lines.get(timeout=left)
+                item = self.log_lines.get(timeout=left)
             except queue.Empty:
                 return
+            if not isinstance(item, tuple):
+                continue  # a watch's report: the swap's outcome is being decided already
+            node, line = item
             if line:
                 self._take_line(node, line, pending)
                 if until is not None and until.search(line):
@@ -587,35 +600,6 @@ class SwapRunner:
         pending.clear()
         return batch
 
-    def _port_accepts(self) -> bool:
-        """The vLLM port takes a TCP connection (vLLM binds it early but listens only once its API server runs)."""
-        try:
-            with socket.create_connection(
-                (self.report.nodes[0].address, self.cluster.effective_vllm_port), timeout=0.5
-            ):
-                return True
-        except OSError:
-            return False
-
-    def _is_ready(self) -> bool:
-        """vLLM lists the model at `/v1/models`. The port is vLLM's own plain-HTTP one, so the standard library's
-        client asks: an httpx client would build a TLS context and load the CA bundle (~15 ms, ~1 MiB) for nothing,
-        and its request costs several times the CPU at the moment readiness is being timed."""
-        head = self.report.nodes[0]
-        connection = http.client.HTTPConnection(head.address, self.cluster.effective_vllm_port, timeout=2.0)
-        try:
-            connection.request("GET", "/v1/models", headers={"Accept": "application/json"})
-            response = connection.getresponse()
-            body = response.read(MODELS_BODY_MAX)
-            if response.status != 200:
-                return False
-            ids = [item.get("id") for item in json.loads(body).get("data", [])]
-        except (OSError, http.client.HTTPException, ValueError, AttributeError, TypeError):
-            return False
-        finally:
-            connection.close()
-        return self.entry.effective_served_name in ids
-
     def _container_running(self, node: str) -> bool:
         result = self._connection(node).run(build_container_list_command(container=self.container), timeout=20)
         return self.container in result.stdout.split()
@@ -653,29 +637,6 @@ class SwapRunner:
         if not self.tail:
             return message
         return message + "\nlast log lines:\n" + "\n".join(self.tail)
-
-
-class ProcessWatch:
-    """When to look for each node's vLLM process, and whether its absence means it died."""
-
-    def __init__(self, *, nodes: list[str], started: float) -> None:
-        self.nodes = nodes
-        self.started = started
-        self.next = started + PROCESS_WATCH_SECONDS
-        self.seen_on: set[str] = set()
-
-    def due(self, now: float) -> bool:
-        return now >= self.next
-
-    def checked(self, now: float) -> None:
-        self.next = now + PROCESS_WATCH_SECONDS
-
-    def seen(self, node: str) -> None:
-        self.seen_on.add(node)
-
-    def dead(self, node: str, now: float) -> bool:
-        """No process now: dead if one was seen before, or if none ever appeared within the start grace."""
-        return node in self.seen_on or now - self.started >= PROCESS_START_GRACE_SECONDS
 
 
 def _check_event(check: Check) -> tuple[str, str]:

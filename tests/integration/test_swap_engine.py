@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -138,6 +140,40 @@ def test_silent_compile_is_not_death(topology, model_factory):
     model_factory("quiet", repo="sim/silent-compile")
     swap = _run("quiet")
     assert swap.state == SwapState.READY, swap.error
+
+
+def _engine_pids(sim) -> list[int]:  # type: ignore[no-untyped-def]
+    pids = []
+    for pid in sim.processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"vllm\0serve" in fh.read():
+                    pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_an_engine_killed_without_a_word_while_loading_fails_the_swap_at_once(topology, model_factory):
+    """The kernel's OOM killer sends SIGKILL: no traceback, the container stays up (sleep infinity), the log just
+    stops. Only the look for the process can tell, and it must, long before the swap timeout."""
+    topology.set_load_seconds(30)
+    model_factory("slow", repo="sim/tiny-model")
+    swap, runner = _run_until_loading("slow")
+    deadline = time.monotonic() + 20
+    while not (pids := _engine_pids(topology)):
+        assert time.monotonic() < deadline, "the engine never started"
+        time.sleep(0.05)
+    time.sleep(1.5)  # seen alive by at least one look: from then on its absence is death
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    runner.join(timeout=30)
+    swap.refresh_from_db()
+    assert swap.state == SwapState.FAILED, swap.error
+    assert "vLLM exited while loading" in swap.error and "still up" in swap.error, swap.error
+    assert time.monotonic() - killed < 10, "found by the swap timeout, not by the process watch"
+    assert topology.containers(topology.head.name) == []
 
 
 def test_cancel_during_loading_stops_the_container(topology, model_factory):
